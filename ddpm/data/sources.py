@@ -1,0 +1,183 @@
+"""Dataset sources: where each dataset's files are searched for, and how they are fetched.
+
+Search order for a dataset's root: the configured `root`, then $DDPM_DATA/<name>,
+then ~/.cache/ddpm/<name>, then the system folders listed per dataset (for Fashion-MNIST,
+/usr/share/datasets/fashion-mnist from Debian's `dataset-fashion-mnist`). When nothing is
+found and `download` is on, the files go to ~/.cache/ddpm/<name> and are verified by MD5.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tarfile
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ddpm.data.formats import (
+    DatasetError,
+    read_cifar_batches,
+    read_idx_images,
+    read_image_folder,
+)
+from ddpm.registry import Registry
+
+DATASETS = Registry("dataset")
+
+IDX_FILES = {
+    "train": "train-images-idx3-ubyte.gz",
+    "test": "t10k-images-idx3-ubyte.gz",
+}
+
+
+@dataclass(frozen=True)
+class Source:
+    """How to find, fetch and read one dataset."""
+
+    name: str
+    required: tuple[str, ...]  # files (relative to root) that must exist
+    read: Callable[[Path, str, int, int], np.ndarray]  # (root, split, size, C) -> uint8 [N,H,W,C]
+    urls: dict[str, tuple[str, str]] = field(default_factory=dict)  # file -> (url, md5)
+    system_dirs: tuple[str, ...] = ()
+    how_to_get: str = ""
+    archive: str | None = None  # downloaded file to extract into root, if any
+
+
+def _idx_reader(root: Path, split: str, image_size: int, channels: int) -> np.ndarray:
+    return read_idx_images(root / IDX_FILES[split])
+
+
+def _cifar_reader(root: Path, split: str, image_size: int, channels: int) -> np.ndarray:
+    folder = root / "cifar-10-batches-py"
+    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    return read_cifar_batches([folder / n for n in names])
+
+
+FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
+
+for _src in (
+    Source(
+        name="fashion_mnist",
+        required=tuple(IDX_FILES.values()),
+        read=_idx_reader,
+        urls={
+            "train-images-idx3-ubyte.gz": (FASHION_URL, "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
+            "t10k-images-idx3-ubyte.gz": (FASHION_URL, "bef4ecab320f06d8554ea6380940ec79"),
+        },
+        system_dirs=("/usr/share/datasets/fashion-mnist",),
+        how_to_get="apt-get install dataset-fashion-mnist  (Debian/Ubuntu), or run once online",
+    ),
+    Source(
+        name="mnist",
+        required=tuple(IDX_FILES.values()),
+        read=_idx_reader,
+        urls={
+            "train-images-idx3-ubyte.gz": (MNIST_URL, "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
+            "t10k-images-idx3-ubyte.gz": (MNIST_URL, "9fb629c4189551a2d022fa330f9573f3"),
+        },
+        system_dirs=("/usr/share/datasets/mnist",),
+        how_to_get="run once online, or copy the four IDX .gz files into one of these folders",
+    ),
+    Source(
+        name="cifar10",
+        required=("cifar-10-batches-py/data_batch_1", "cifar-10-batches-py/test_batch"),
+        read=_cifar_reader,
+        urls={
+            "cifar-10-python.tar.gz": (
+                "https://www.cs.toronto.edu/~kriz/",
+                "c58f30108f718f92721af3b95e74349a",
+            )
+        },
+        archive="cifar-10-python.tar.gz",
+        how_to_get="run once online, or extract cifar-10-python.tar.gz into one of these folders",
+    ),
+    Source(
+        name="image_folder",
+        required=(),
+        read=lambda root, split, size, channels: read_image_folder(root, size, channels),
+        how_to_get="set dataset.root=<a folder of images>",
+    ),
+):
+    DATASETS.register(_src.name)(_src)
+
+
+def candidate_roots(name: str, root: str | None, system_dirs: tuple[str, ...]) -> list[Path]:
+    """The documented search order for a dataset's folder."""
+    dirs = [Path(root).expanduser()] if root else []
+    if os.environ.get("DDPM_DATA"):
+        dirs.append(Path(os.environ["DDPM_DATA"]).expanduser() / name)
+    dirs.append(cache_dir(name))
+    dirs.extend(Path(d) for d in system_dirs)
+    return dirs
+
+
+def cache_dir(name: str) -> Path:
+    return Path(os.environ.get("DDPM_CACHE", "~/.cache/ddpm")).expanduser() / name
+
+
+def locate(source: Source, root: str | None, download: bool) -> Path:
+    """The first folder holding all required files; downloads into the cache if allowed."""
+    if not source.required:  # a user folder, nothing to search for
+        if root and Path(root).expanduser().is_dir():
+            return Path(root).expanduser()
+        raise DatasetError(f"{source.name} needs an existing folder: {source.how_to_get}")
+    searched = candidate_roots(source.name, root, source.system_dirs)
+    for folder in searched:
+        if all((folder / f).is_file() for f in source.required):
+            return folder
+    errors = ""
+    if download and source.urls:
+        try:
+            return fetch(source, cache_dir(source.name))
+        except OSError as err:  # URLError, timeouts, checksum mismatch
+            errors = f"\nDownload failed: {err}"
+    looked = "\n".join(f"  - {d}" for d in searched)
+    raise DatasetError(
+        f"dataset {source.name!r} not found. Looked for {', '.join(source.required)} in:\n{looked}"
+        f"{errors}\nTo get it: {source.how_to_get}; or set dataset.root=<folder>."
+    )
+
+
+def fetch(source: Source, dest: Path) -> Path:
+    """Download each file, check its MD5, and extract archives; returns dest."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for filename, (base, md5) in source.urls.items():
+        target = dest / filename
+        if not (target.is_file() and md5sum(target) == md5):
+            tmp = target.with_suffix(target.suffix + ".part")
+            urllib.request.urlretrieve(base + filename, tmp)  # noqa: S310 (fixed https/http URLs)
+            if md5sum(tmp) != md5:
+                tmp.unlink()
+                raise OSError(f"checksum mismatch for {base + filename}")
+            tmp.replace(target)
+    if source.archive:
+        with tarfile.open(dest / source.archive) as tar:
+            tar.extractall(dest, filter="data")
+    return dest
+
+
+def md5sum(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_images(
+    name: str,
+    *,
+    split: str = "train",
+    root: str | None = None,
+    download: bool = True,
+    image_size: int = 28,
+    channels: int = 1,
+) -> np.ndarray:
+    """uint8 images [N, H, W, C] of dataset `name`, split 'train' or 'test'."""
+    source = DATASETS.get(name)
+    return source.read(locate(source, root, download), split, image_size, channels)

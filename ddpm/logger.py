@@ -1,0 +1,51 @@
+"""TensorBoard logging through tensorboardX; the training loop is its only caller."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from tensorboardX import SummaryWriter
+from tensorboardX.summary import hparams as hparams_summaries
+
+HParamValue = bool | int | float | str
+
+
+class TensorBoardLogger:
+    """Writes one run's event file into `logdir`, so a sweep folder shows every run by name."""
+
+    def __init__(self, logdir: Path, purge_step: int | None = None) -> None:
+        # purge_step drops events at or after it when a resumed run re-writes those steps.
+        self.writer = SummaryWriter(logdir=str(logdir), purge_step=purge_step, flush_secs=30)
+        self._hparams: tuple[dict[str, HParamValue], list[str]] | None = None
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        for tag, value in values.items():
+            self.writer.add_scalar(tag, float(value), step)
+
+    def image(self, tag: str, image: np.ndarray, step: int) -> None:
+        """[H, W, C] uint8 image."""
+        self.writer.add_image(tag, image, step, dataformats="HWC")
+
+    def text(self, tag: str, text: str, step: int = 0) -> None:
+        self.writer.add_text(tag, text, step)
+
+    def hparams_start(self, hparams: dict[str, HParamValue], metric_tags: list[str]) -> None:
+        """Declare the run's hparams and metric tags now, so a crashed run still lists them."""
+        exp, ssi, _ = hparams_summaries(hparams, {tag: 0.0 for tag in metric_tags})
+        self.writer.file_writer.add_summary(exp)
+        self.writer.file_writer.add_summary(ssi)
+        self._hparams = (hparams, metric_tags)
+
+    def hparams_end(self, metrics: dict[str, float], step: int) -> None:
+        """Write the final metric values as scalars under the declared tags and close the session."""
+        self.scalars(metrics, step)
+        if self._hparams is not None:
+            _, _, sei = hparams_summaries(self._hparams[0], metrics)
+            self.writer.file_writer.add_summary(sei)
+
+    def flush(self) -> None:
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()

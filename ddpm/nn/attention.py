@@ -1,0 +1,86 @@
+"""Self-attention over pixels. Interface: Attention(dim, heads, dim_head)(x) -> x-shaped."""
+
+from __future__ import annotations
+
+from mindspore import Tensor, nn, ops
+
+from ddpm.nn.layers import ChannelLayerNorm, conv
+from ddpm.registry import Registry
+
+ATTENTIONS = Registry("attention")
+
+
+def _split_heads(x: Tensor, heads: int) -> Tensor:
+    b, hc, h, w = x.shape
+    return x.reshape((b, heads, hc // heads, h * w))  # [B, heads, d, N]
+
+
+@ATTENTIONS.register("full")
+class FullAttention(nn.Cell):
+    """Multi-head softmax attention (Vaswani et al. 2017); O(N^2) in the pixel count N."""
+
+    def __init__(self, dim: int, heads: int = 4, dim_head: int = 32) -> None:
+        super().__init__()
+        self.heads, self.scale = heads, dim_head**-0.5
+        self.to_qkv = conv(dim, heads * dim_head * 3, 1, bias=False)
+        self.to_out = conv(heads * dim_head, dim, 1)
+
+    def construct(self, x: Tensor) -> Tensor:
+        b, _, h, w = x.shape
+        q, k, v = ops.chunk(self.to_qkv(x), 3, axis=1)
+        q = _split_heads(q, self.heads) * self.scale  # [B, heads, d, N]
+        k, v = _split_heads(k, self.heads), _split_heads(v, self.heads)
+        sim = ops.matmul(q.swapaxes(2, 3), k)  # [B, heads, N, N]
+        attn = ops.softmax(sim, axis=-1)
+        out = ops.matmul(v, attn.swapaxes(2, 3))  # [B, heads, d, N]
+        return self.to_out(out.reshape((b, -1, h, w)))
+
+
+@ATTENTIONS.register("linear")
+class LinearAttention(nn.Cell):
+    """Linear attention (Shen et al. 2018): softmax q over d and k over N; O(N) in pixels."""
+
+    def __init__(self, dim: int, heads: int = 4, dim_head: int = 32) -> None:
+        super().__init__()
+        self.heads, self.scale = heads, dim_head**-0.5
+        self.to_qkv = conv(dim, heads * dim_head * 3, 1, bias=False)
+        self.to_out = nn.SequentialCell(conv(heads * dim_head, dim, 1), ChannelLayerNorm(dim))
+
+    def construct(self, x: Tensor) -> Tensor:
+        b, _, h, w = x.shape
+        q, k, v = ops.chunk(self.to_qkv(x), 3, axis=1)
+        q = ops.softmax(_split_heads(q, self.heads), axis=-2) * self.scale  # [B, heads, d, N]
+        k = ops.softmax(_split_heads(k, self.heads), axis=-1)
+        v = _split_heads(v, self.heads) / (h * w)
+        context = ops.matmul(k, v.swapaxes(2, 3))  # [B, heads, d, e]
+        out = ops.matmul(context.swapaxes(2, 3), q)  # [B, heads, e, N]
+        return self.to_out(out.reshape((b, -1, h, w)))
+
+
+@ATTENTIONS.register("none")
+class NoAttention(nn.Cell):
+    """The identity; selects a U-Net without attention."""
+
+    def __init__(self, dim: int, heads: int = 4, dim_head: int = 32) -> None:
+        super().__init__()
+
+    def construct(self, x: Tensor) -> Tensor:
+        return x
+
+
+class PreNormResidual(nn.Cell):
+    """x + fn(GroupNorm(1, C)(x))."""
+
+    def __init__(self, dim: int, fn: nn.Cell) -> None:
+        super().__init__()
+        self.norm = nn.GroupNorm(1, dim)
+        self.fn = fn
+
+    def construct(self, x: Tensor) -> Tensor:
+        return x + self.fn(self.norm(x))
+
+
+def attention_layer(kind: str, dim: int, heads: int, dim_head: int) -> nn.Cell:
+    """The residual pre-norm attention of `kind`; 'none' adds no layer and no parameters."""
+    fn = ATTENTIONS.get(kind)(dim, heads=heads, dim_head=dim_head)
+    return fn if isinstance(fn, NoAttention) else PreNormResidual(dim, fn)

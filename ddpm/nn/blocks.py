@@ -1,0 +1,53 @@
+"""Time-conditioned conv blocks. Interface: Block(dim_in, dim_out, time_dim, **cfg)(x, temb)."""
+
+from __future__ import annotations
+
+from mindspore import Tensor, nn, ops
+
+from ddpm.nn.layers import conv, gelu
+from ddpm.registry import Registry
+
+BLOCKS = Registry("block")
+
+
+@BLOCKS.register("resnet")
+class ResnetBlock(nn.Cell):
+    """Wide-ResNet block (Zagoruyko & Komodakis 2016) with scale-shift time conditioning."""
+
+    def __init__(self, dim_in: int, dim_out: int, time_dim: int, groups: int = 8) -> None:
+        super().__init__()
+        self.time_mlp = nn.SequentialCell(nn.SiLU(), nn.Dense(time_dim, dim_out * 2))
+        self.conv1, self.norm1 = conv(dim_in, dim_out, 3), nn.GroupNorm(groups, dim_out)
+        self.conv2, self.norm2 = conv(dim_out, dim_out, 3), nn.GroupNorm(groups, dim_out)
+        self.act = nn.SiLU()
+        self.res_conv = conv(dim_in, dim_out, 1) if dim_in != dim_out else nn.Identity()
+
+    def construct(self, x: Tensor, temb: Tensor) -> Tensor:
+        scale_shift = self.time_mlp(temb)[:, :, None, None]  # [B, 2*C_out, 1, 1]
+        scale, shift = ops.chunk(scale_shift, 2, axis=1)
+        h = self.norm1(self.conv1(x))
+        h = self.act(h * (scale + 1) + shift)  # FiLM conditioning
+        h = self.act(self.norm2(self.conv2(h)))
+        return h + self.res_conv(x)
+
+
+@BLOCKS.register("convnext")
+class ConvNextBlock(nn.Cell):
+    """ConvNeXt block (Liu et al. 2022) as in the seed: 7x7 depthwise, + time, norm-conv-GELU-conv."""
+
+    def __init__(self, dim_in: int, dim_out: int, time_dim: int, mult: int = 2, norm: bool = True) -> None:
+        super().__init__()
+        self.time_mlp = nn.SequentialCell(gelu(), nn.Dense(time_dim, dim_in))
+        self.ds_conv = conv(dim_in, dim_in, 7, groups=dim_in)
+        self.net = nn.SequentialCell(
+            nn.GroupNorm(1, dim_in) if norm else nn.Identity(),
+            conv(dim_in, dim_out * mult, 3),
+            gelu(),
+            nn.GroupNorm(1, dim_out * mult),
+            conv(dim_out * mult, dim_out, 3),
+        )
+        self.res_conv = conv(dim_in, dim_out, 1) if dim_in != dim_out else nn.Identity()
+
+    def construct(self, x: Tensor, temb: Tensor) -> Tensor:
+        h = self.ds_conv(x) + self.time_mlp(temb)[:, :, None, None]  # [B, C_in, H, W]
+        return self.net(h) + self.res_conv(x)

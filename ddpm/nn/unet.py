@@ -1,0 +1,91 @@
+"""The denoising U-Net (Ronneberger et al. 2015; Ho et al. 2020), assembled from registries."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from mindspore import Tensor, nn, ops
+
+from ddpm.nn.attention import attention_layer
+from ddpm.nn.layers import SinusoidalEmbedding, conv, downsample, gelu, upsample
+
+BlockFactory = Callable[[int, int, int], nn.Cell]
+AttentionFactory = Callable[[int], nn.Cell]
+
+
+class _Level(nn.Cell):
+    """Two time-conditioned blocks and an attention layer at one resolution."""
+
+    def __init__(self, block1: nn.Cell, block2: nn.Cell, attn: nn.Cell) -> None:
+        super().__init__()
+        self.block1, self.block2, self.attn = block1, block2, attn
+
+    def construct(self, x: Tensor, temb: Tensor) -> Tensor:
+        return self.attn(self.block2(self.block1(x, temb), temb))
+
+
+class UNet(nn.Cell):
+    """eps_theta(x_t, t): [B, C, H, W], [B] -> [B, C, H, W].
+
+    Resolution i has channels dim * dim_mults[i]; every level but the last halves H and W.
+    The decoder mirrors the encoder, concatenating each level's skip before its blocks.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        dim: int,
+        dim_mults: Sequence[int],
+        make_block: BlockFactory,
+        make_attention: AttentionFactory,
+        make_mid_attention: AttentionFactory,
+        init_dim: int | None = None,
+    ) -> None:
+        super().__init__()
+        init_dim = init_dim or dim
+        dims = [init_dim, *(dim * m for m in dim_mults)]
+        in_out = list(zip(dims[:-1], dims[1:], strict=True))
+        time_dim = dim * 4
+        self.num_levels = len(in_out)
+        self.init_conv = conv(channels, init_dim, 7)
+        self.time_mlp = nn.SequentialCell(
+            SinusoidalEmbedding(dim), nn.Dense(dim, time_dim), gelu(), nn.Dense(time_dim, time_dim)
+        )
+        # Lists are built in full before assignment, so parameter names are unique.
+        downs, ups, down_samplers, up_samplers = [], [], [], []
+        for i, (d_in, d_out) in enumerate(in_out):
+            last = i == self.num_levels - 1
+            downs.append(_Level(make_block(d_in, d_out, time_dim), make_block(d_out, d_out, time_dim),
+                                make_attention(d_out)))
+            down_samplers.append(nn.Identity() if last else downsample(d_out))
+        for i, (d_in, d_out) in reversed(list(enumerate(in_out))):
+            ups.append(_Level(make_block(d_out * 2, d_in, time_dim), make_block(d_in, d_in, time_dim),
+                              make_attention(d_in)))
+            up_samplers.append(nn.Identity() if i == 0 else upsample(d_in))
+        self.downs, self.ups = nn.CellList(downs), nn.CellList(ups)
+        self.down_samplers, self.up_samplers = nn.CellList(down_samplers), nn.CellList(up_samplers)
+        mid = dims[-1]
+        self.mid_block1 = make_block(mid, mid, time_dim)
+        self.mid_attn = make_mid_attention(mid)
+        self.mid_block2 = make_block(mid, mid, time_dim)
+        self.final_block = make_block(init_dim, dim, time_dim)
+        self.final_conv = conv(dim, channels, 1)
+
+    def construct(self, x: Tensor, t: Tensor) -> Tensor:
+        temb = self.time_mlp(t)  # [B, 4*dim]
+        x = self.init_conv(x)
+        skips = []
+        for i in range(self.num_levels):
+            x = self.downs[i](x, temb)
+            skips.append(x)
+            x = self.down_samplers[i](x)
+        x = self.mid_block2(self.mid_attn(self.mid_block1(x, temb)), temb)
+        for i in range(self.num_levels):
+            x = ops.concat((x, skips[self.num_levels - 1 - i]), axis=1)  # [B, 2C, H, W]
+            x = self.ups[i](x, temb)
+            x = self.up_samplers[i](x)
+        return self.final_conv(self.final_block(x, temb))
+
+
+def attention_factory(kind: str, heads: int, dim_head: int) -> AttentionFactory:
+    return lambda dim: attention_layer(kind, dim, heads, dim_head)

@@ -1,0 +1,117 @@
+"""The compiled training and sampling steps: the only code that runs inside MindSpore graphs."""
+
+from __future__ import annotations
+
+import numpy as np
+from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
+from mindspore import dtype as mstype
+
+from ddpm.diffusion import GaussianDiffusion, predict_x0, q_sample, training_target
+from ddpm.losses import LOSSES
+
+
+def _table(values: np.ndarray) -> Tensor:
+    """A float64 coefficient table [T] cast to float32 at the graph boundary."""
+    return Tensor(values.astype(np.float32))
+
+
+def _gather(table: Tensor, t: Tensor) -> Tensor:
+    return ops.gather(table, t, 0)[:, None, None, None]  # [B] -> [B, 1, 1, 1]
+
+
+class DenoisingLoss(nn.Cell):
+    """Per-example weighted loss  w_t * mean_{C,H,W} dist(net(x_t, t), target)  -> [B]."""
+
+    def __init__(self, network: nn.Cell, diffusion: GaussianDiffusion, weights: np.ndarray,
+                 loss: str = "huber", huber_delta: float = 1.0) -> None:
+        super().__init__()
+        self.network = network
+        self.objective = diffusion.objective
+        self.distance = LOSSES.get(loss)
+        self.delta = huber_delta
+        self.sqrt_ab = _table(diffusion.sqrt_alphas_cumprod)
+        self.sqrt_1m_ab = _table(diffusion.sqrt_one_minus_alphas_cumprod)
+        self.weights = _table(weights)
+
+    def construct(self, x_start: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        sqrt_ab, sqrt_1m_ab = _gather(self.sqrt_ab, t), _gather(self.sqrt_1m_ab, t)
+        x_t = q_sample(x_start, noise, sqrt_ab, sqrt_1m_ab)
+        target = training_target(self.objective, x_start, noise, sqrt_ab, sqrt_1m_ab)
+        dist = self.distance(self.network(x_t, t) - target, self.delta)  # [B, C, H, W]
+        return dist.mean(axis=(1, 2, 3)) * ops.gather(self.weights, t, 0)  # [B]
+
+
+_ema_update = ops.MultitypeFuncGraph("ema_update")
+_square_sum = ops.MultitypeFuncGraph("square_sum")
+
+
+@_ema_update.register("Tensor", "Tensor", "Tensor")
+def _ema_update_one(decay, ema, param):
+    """theta_ema <- decay * theta_ema + (1 - decay) * theta."""
+    return ops.assign(ema, ema * decay + param * (1.0 - decay))
+
+
+@_square_sum.register("Tensor")
+def _square_sum_one(grad):
+    return ops.reduce_sum(grad * grad)
+
+
+def ema_name(name: str) -> str:
+    """Checkpoint name of the EMA copy of the network parameter `name`."""
+    return "ema." + name
+
+
+class TrainStep(nn.Cell):
+    """One optimiser step: loss, gradients, global-norm clipping, Adam, EMA update.
+
+    Holds every piece of training state as Parameters (network, `ema.*`, optimiser moments
+    and step), so one checkpoint of this cell is the full state. Per-parameter updates go
+    through HyperMap: an unrolled Python loop makes graph compilation ~5x slower.
+    """
+
+    def __init__(self, loss_fn: DenoisingLoss, optimizer: nn.Optimizer, grad_clip: float) -> None:
+        super().__init__()
+        self.loss_fn, self.optimizer = loss_fn, optimizer
+        self.weights = optimizer.parameters
+        named = [(n, p) for n, p in loss_fn.network.parameters_and_names() if p.requires_grad]
+        if [p for _, p in named] != list(self.weights):
+            raise ValueError("optimizer parameters must be the network's trainable parameters, in order")
+        self.ema = ParameterTuple(
+            [Parameter(p.data.copy(), name=ema_name(n), requires_grad=False) for n, p in named]
+        )
+        self.grad_clip = float(grad_clip)
+        self.hyper_map = ops.HyperMap()
+        self.grad_fn = ops.value_and_grad(self._mean_loss, None, self.weights, has_aux=True)
+
+    def _mean_loss(self, x_start, t, noise):
+        per_example = self.loss_fn(x_start, t, noise)
+        return per_example.mean(), per_example
+
+    def construct(self, x_start: Tensor, t: Tensor, noise: Tensor, ema_decay: Tensor):
+        (_, per_example), grads = self.grad_fn(x_start, t, noise)
+        grad_norm = ops.sqrt(ops.addn(self.hyper_map(_square_sum, grads)))  # ||g||_2 before clipping
+        if self.grad_clip > 0:
+            scale = ops.minimum(1.0, self.grad_clip / (grad_norm + 1e-6))
+            grads = self.hyper_map(ops.partial(ops.mul, scale), grads)
+        self.optimizer(grads)
+        self.hyper_map(ops.partial(_ema_update, ema_decay), self.ema, self.weights)
+        return per_example, grad_norm
+
+
+class ReverseStep(nn.Cell):
+    """x_prev = a * clip(x0_hat) + b * x_t + sigma * z  (see ddpm.sampling for a, b, sigma)."""
+
+    def __init__(self, network: nn.Cell, objective: str, clip_denoised: bool = True) -> None:
+        super().__init__()
+        self.network, self.objective, self.clip = network, objective, clip_denoised
+
+    def construct(self, x_t: Tensor, t: Tensor, coefs: Tensor, noise: Tensor):
+        sqrt_ab, sqrt_1m_ab, a, b, sigma = coefs[0], coefs[1], coefs[2], coefs[3], coefs[4]
+        x0 = predict_x0(self.objective, self.network(x_t, t), x_t, sqrt_ab, sqrt_1m_ab)
+        if self.clip:
+            x0 = ops.clamp(x0, -1.0, 1.0)
+        return a * x0 + b * x_t + sigma * noise, x0
+
+
+def as_tensor(array: np.ndarray, dtype=mstype.float32) -> Tensor:
+    return Tensor(np.ascontiguousarray(array), dtype)

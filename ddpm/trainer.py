@@ -1,0 +1,187 @@
+"""The fit loop: feeds the compiled TrainStep, samples from the EMA weights, logs, checkpoints."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from mindspore import Tensor, nn
+from mindspore import dtype as mstype
+from tqdm import tqdm
+
+from ddpm import checkpoint
+from ddpm.data import ImageData, batch_stream
+from ddpm.diffusion import GaussianDiffusion, q_sample
+from ddpm.generate import p_sample_loop
+from ddpm.images import make_grid, save_png, to_uint8
+from ddpm.logger import TensorBoardLogger
+from ddpm.sampling import SamplerPlan
+from ddpm.schedule_lr import ema_decay
+from ddpm.train_step import ReverseStep, TrainStep, ema_name
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    steps: int
+    batch_size: int
+    ema_decay: float = 0.999
+    ema_warmup: bool = True
+    log_every: int = 50
+    sample_every: int = 0  # 0: only at the end
+    sample_n: int = 64
+    checkpoint_every: int = 0  # 0: only at the end
+    keep_checkpoints: int = 3
+
+
+@dataclass
+class RunParts:
+    """Everything the trainer drives, built by ddpm.build."""
+
+    train_step: TrainStep
+    ema_network: nn.Cell
+    reverse_step: ReverseStep  # wraps ema_network
+    plan: SamplerPlan
+    diffusion: GaussianDiffusion
+    data: ImageData
+    lrs: np.ndarray  # [steps] learning rate per step (also inside the optimiser)
+    hparams: dict[str, Any] = field(default_factory=dict)
+    config_text: str = ""
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Window:
+    """Running sums between two log points."""
+
+    losses: list[np.ndarray] = field(default_factory=list)
+    timesteps: list[np.ndarray] = field(default_factory=list)
+    grad_norms: list[float] = field(default_factory=list)
+    start: float = field(default_factory=time.perf_counter)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainerConfig, parts: RunParts, run_dir: Path, seed: int) -> None:
+        self.cfg, self.parts, self.run_dir, self.seed = cfg, parts, run_dir, seed
+        self.rng = np.random.default_rng(seed)
+        self.step = 0
+        self.ckpt_dir = run_dir / "checkpoints"
+        self.logger: TensorBoardLogger | None = None
+        self.last_loss = float("nan")
+
+    # ---- the loop -------------------------------------------------------------------
+    def fit(self) -> dict[str, float]:
+        """Train from self.step to cfg.steps; returns the final metrics."""
+        self.logger = TensorBoardLogger(self.run_dir, purge_step=self.step or None)
+        self._announce()
+        batches = batch_stream(self.parts.data, self.cfg.batch_size, self.seed, self.step)
+        window = _Window()
+        bar = tqdm(total=self.cfg.steps, initial=self.step, desc="train", dynamic_ncols=True)
+        try:
+            while self.step < self.cfg.steps:
+                self._train_one(next(batches), window)
+                bar.update(1)
+                if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps:
+                    bar.set_postfix(self._log_window(window))
+                    window = _Window()
+                self._periodic()
+        finally:
+            bar.close()
+        return self._finish()
+
+    def _train_one(self, x_start: np.ndarray, window: _Window) -> None:
+        t = self.rng.integers(0, self.parts.diffusion.num_timesteps, size=len(x_start))
+        noise = self.rng.standard_normal(x_start.shape, dtype=np.float32)
+        decay = ema_decay(self.step, self.cfg.ema_decay, self.cfg.ema_warmup)
+        losses, grad_norm = self.parts.train_step(
+            Tensor(x_start), Tensor(t.astype(np.int32)), Tensor(noise), Tensor(decay, mstype.float32)
+        )
+        window.losses.append(losses.asnumpy())
+        window.timesteps.append(t)
+        window.grad_norms.append(float(grad_norm.asnumpy()))
+        self.step += 1
+
+    def _periodic(self) -> None:
+        every = self.cfg.sample_every
+        if every and self.step % every == 0 and self.step < self.cfg.steps:
+            self.sample_and_log()
+        every = self.cfg.checkpoint_every
+        if every and self.step % every == 0 and self.step < self.cfg.steps:
+            self.save_checkpoint()
+
+    # ---- logging --------------------------------------------------------------------
+    def _announce(self) -> None:
+        """Schedule sanity, resolved config, hparams, and the forward-process strip."""
+        ab_T = self.parts.diffusion.terminal_alpha_bar()
+        self.logger.scalars({"schedule/alpha_bar_T": ab_T}, self.step)
+        self.logger.text("config", f"```\n{self.parts.config_text}\n```", self.step)
+        self.logger.hparams_start(self.parts.hparams, ["hparam/final_loss", "hparam/images_per_s"])
+        if self.step == 0:
+            self.logger.image("data/forward_process", self._forward_strip(), 0)
+
+    def _forward_strip(self, columns: int = 8) -> np.ndarray:
+        """One real image noised by q(x_t | x_0) at evenly spaced t, left (t=0) to right (T-1)."""
+        d = self.parts.diffusion
+        x0 = next(batch_stream(self.parts.data, 1, self.seed))  # [1, C, H, W]
+        ts = np.linspace(0, d.num_timesteps - 1, columns).round().astype(int)
+        noise = np.random.default_rng(self.seed).standard_normal(x0.shape)
+        strip = [q_sample(x0, noise, d.sqrt_alphas_cumprod[t], d.sqrt_one_minus_alphas_cumprod[t])
+                 for t in ts]
+        return make_grid(to_uint8(np.concatenate(strip)), nrow=columns)
+
+    def _log_window(self, window: _Window) -> dict[str, str]:
+        losses = np.concatenate(window.losses)
+        ts = np.concatenate(window.timesteps)
+        seconds = time.perf_counter() - window.start
+        images_per_s = len(losses) / max(seconds, 1e-9)
+        self.last_loss = float(losses.mean())
+        values = {
+            "train/loss": self.last_loss,
+            "train/lr": float(self.parts.lrs[min(self.step, len(self.parts.lrs)) - 1]),
+            "train/grad_norm": float(np.mean(window.grad_norms)),
+            "perf/images_per_s": images_per_s,
+        }
+        quarter = ts * 4 // self.parts.diffusion.num_timesteps
+        for q in range(4):  # improved-diffusion's loss_q0..q3 diagnostic
+            if np.any(quarter == q):
+                values[f"train/loss_q{q}"] = float(losses[quarter == q].mean())
+        self.logger.scalars(values, self.step)
+        self.images_per_s = images_per_s
+        return {"loss": f"{self.last_loss:.4f}", "img/s": f"{images_per_s:.1f}"}
+
+    # ---- sampling and checkpoints ---------------------------------------------------
+    def copy_ema_to_sampler(self) -> None:
+        ema = {p.name: p for p in self.parts.train_step.ema}
+        for name, param in self.parts.ema_network.parameters_and_names():
+            param.set_data(ema[ema_name(name)].data)
+
+    def sample_and_log(self) -> np.ndarray:
+        """Draw cfg.sample_n samples from the EMA weights; log and save the grid."""
+        self.copy_ema_to_sampler()
+        c, h, w = self.parts.data.shape
+        x = p_sample_loop(self.parts.reverse_step, self.parts.plan, (self.cfg.sample_n, c, h, w),
+                          seed=self.seed + 1)
+        grid = make_grid(to_uint8(x))
+        self.logger.image("samples/ema", grid, self.step)
+        save_png(grid, self.run_dir / "samples" / f"step_{self.step:08d}.png")
+        return x
+
+    def checkpoint_meta(self) -> dict[str, Any]:
+        return {"step": self.step, "rng": self.rng.bit_generator.state, "seed": self.seed,
+                "fingerprint": self.parts.fingerprint}
+
+    def save_checkpoint(self) -> Path:
+        return checkpoint.save(self.parts.train_step, self.ckpt_dir, self.step,
+                               self.checkpoint_meta(), self.cfg.keep_checkpoints)
+
+    def _finish(self) -> dict[str, float]:
+        samples = self.sample_and_log()
+        save_png(make_grid(to_uint8(samples)), self.run_dir / "samples.png")
+        self.save_checkpoint()
+        metrics = {"hparam/final_loss": self.last_loss,
+                   "hparam/images_per_s": getattr(self, "images_per_s", float("nan"))}
+        self.logger.hparams_end(metrics, self.step)
+        self.logger.close()
+        return metrics
