@@ -51,27 +51,41 @@ def build_diffusion(schedule: dict[str, Any], objective: dict[str, Any]) -> Gaus
     return GaussianDiffusion(betas, objective=objective["name"])
 
 
-def build_network(model: dict[str, Any], block: dict[str, Any], attention: dict[str, Any],
-                  channels: int, image_size: int) -> UNet:
+def build_network(
+    model: dict[str, Any],
+    block: dict[str, Any],
+    attention: dict[str, Any],
+    channels: int,
+    image_size: int,
+) -> UNet:
     """The U-Net for `channels` x image_size^2 inputs, from the block and attention registries."""
     dim, mults = int(model["dim"]), tuple(int(m) for m in model["dim_mults"])
     if dim <= 0 or not mults or min(mults) <= 0:
         raise ConfigError(f"model.dim and model.dim_mults must be positive, got {dim}, {mults}")
     factor = 2 ** (len(mults) - 1)
     if image_size % factor:
-        raise ConfigError(f"dataset.image_size={image_size} is not divisible by {factor}, the "
-                          f"U-Net's downsampling for {len(mults)} levels (model.dim_mults={list(mults)})")
+        raise ConfigError(
+            f"dataset.image_size={image_size} is not divisible by {factor}, the "
+            f"U-Net's downsampling for {len(mults)} levels (model.dim_mults={list(mults)})"
+        )
     make_block_cls = BLOCKS.get(block["name"])
     block_params = {k: v for k, v in block.items() if k != "name"}
     widths = {model.get("init_dim") or dim, *(dim * m for m in mults)}
     groups = block_params.get("groups", 1)
     if any(w % groups for w in widths):
-        raise ConfigError(f"block.groups={groups} must divide every U-Net width {sorted(widths)}; "
-                          "change block.groups or model.dim")
+        raise ConfigError(
+            f"block.groups={groups} must divide every U-Net width {sorted(widths)}; "
+            "change block.groups or model.dim"
+        )
     ATTENTIONS.get(attention["name"]), ATTENTIONS.get(attention["mid"])
     heads, dim_head = int(attention["heads"]), int(attention["dim_head"])
-    return _call("model", MODELS.get(model["name"]),
-        channels=channels, dim=dim, dim_mults=mults, init_dim=model.get("init_dim"),
+    return _call(
+        "model",
+        MODELS.get(model["name"]),
+        channels=channels,
+        dim=dim,
+        dim_mults=mults,
+        init_dim=model.get("init_dim"),
         make_block=lambda i, o, t: _call("block", make_block_cls, i, o, t, **block_params),
         make_attention=attention_factory(attention["name"], heads, dim_head),
         make_mid_attention=attention_factory(attention["mid"], heads, dim_head),
@@ -80,18 +94,30 @@ def build_network(model: dict[str, Any], block: dict[str, Any], attention: dict[
 
 def build_loss_weights(loss: dict[str, Any], diffusion: GaussianDiffusion) -> np.ndarray:
     LOSSES.get(loss["name"])
-    return loss_weights(diffusion.snr, diffusion.objective, loss["p2_gamma"], loss["p2_k"],
-                        loss.get("min_snr_gamma"))
+    return loss_weights(
+        diffusion.snr,
+        diffusion.objective,
+        loss["p2_gamma"],
+        loss["p2_k"],
+        loss.get("min_snr_gamma"),
+    )
 
 
 def build_data(dataset: dict[str, Any], split: str = "train") -> ImageData:
-    images = load_images(dataset["name"], split=split, root=dataset.get("root"),
-                         download=dataset.get("download", True),
-                         image_size=dataset["image_size"], channels=dataset["channels"])
+    images = load_images(
+        dataset["name"],
+        split=split,
+        root=dataset.get("root"),
+        download=dataset.get("download", True),
+        image_size=dataset["image_size"],
+        channels=dataset["channels"],
+    )
     got = (images.shape[3], images.shape[1])
     if got != (dataset["channels"], dataset["image_size"]):
-        raise ConfigError(f"dataset {dataset['name']!r} has {got[0]} channel(s) of size {got[1]}, "
-                          f"but dataset.channels={dataset['channels']}, image_size={dataset['image_size']}")
+        raise ConfigError(
+            f"dataset {dataset['name']!r} has {got[0]} channel(s) of size {got[1]}, "
+            f"but dataset.channels={dataset['channels']}, image_size={dataset['image_size']}"
+        )
     return ImageData(images, random_flip=dataset.get("random_flip", True))
 
 
@@ -109,7 +135,9 @@ def total_steps(trainer: dict[str, Any], num_images: int) -> int:
     return int(trainer["steps"])
 
 
-def build_optimizer(trainer: dict[str, Any], network: nn.Cell, steps: int) -> tuple[nn.Adam, np.ndarray]:
+def build_optimizer(
+    trainer: dict[str, Any], network: nn.Cell, steps: int
+) -> tuple[nn.Adam, np.ndarray]:
     lrs = cosine_lr(steps, trainer["lr"], trainer["min_lr"], trainer["warmup_steps"])
     beta1, beta2 = trainer["adam_betas"]
     adam = nn.Adam(network.trainable_params(), learning_rate=Tensor(lrs), beta1=beta1, beta2=beta2)
@@ -125,13 +153,23 @@ def model_fingerprint(cfg: DictConfig) -> dict[str, Any]:
 
 def hparams(cfg: DictConfig, steps: int, diffusion: GaussianDiffusion) -> dict[str, Any]:
     """The run's row in TensorBoard's HParams table."""
-    choice = {g: cfg[g].name for g in ("schedule", "block", "attention", "loss", "objective",
-                                        "sampler", "dataset")}
-    return {**choice, "timesteps": cfg.schedule.timesteps, "dim": cfg.model.dim,
-            "dim_mults": str(list(cfg.model.dim_mults)), "batch_size": cfg.trainer.batch_size,
-            "lr": cfg.trainer.lr, "steps": steps, "p2_gamma": cfg.loss.p2_gamma,
-            "ema_decay": cfg.trainer.ema_decay, "seed": cfg.seed,
-            "alpha_bar_T": diffusion.terminal_alpha_bar()}
+    choice = {
+        g: cfg[g].name
+        for g in ("schedule", "block", "attention", "loss", "objective", "sampler", "dataset")
+    }
+    return {
+        **choice,
+        "timesteps": cfg.schedule.timesteps,
+        "dim": cfg.model.dim,
+        "dim_mults": str(list(cfg.model.dim_mults)),
+        "batch_size": cfg.trainer.batch_size,
+        "lr": cfg.trainer.lr,
+        "steps": steps,
+        "p2_gamma": cfg.loss.p2_gamma,
+        "ema_decay": cfg.trainer.ema_decay,
+        "seed": cfg.seed,
+        "alpha_bar_T": diffusion.terminal_alpha_bar(),
+    }
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path) -> Trainer:
@@ -144,8 +182,13 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> Trainer:
     net_args = (section(cfg, "model"), section(cfg, "block"), section(cfg, "attention"), c, h)
     network, ema_network = build_network(*net_args), build_network(*net_args)
     loss = section(cfg, "loss")
-    loss_fn = DenoisingLoss(network, diffusion, build_loss_weights(loss, diffusion),
-                            loss["name"], loss.get("delta", 1.0))
+    loss_fn = DenoisingLoss(
+        network,
+        diffusion,
+        build_loss_weights(loss, diffusion),
+        loss["name"],
+        loss.get("delta", 1.0),
+    )
     optimizer, lrs = build_optimizer(trainer, network, steps)
     sampler = section(cfg, "sampler")
     parts = RunParts(
@@ -153,12 +196,15 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> Trainer:
         ema_network=ema_network,
         reverse_step=ReverseStep(ema_network, diffusion.objective, sampler["clip_denoised"]),
         plan=build_plan(sampler, diffusion),
-        diffusion=diffusion, data=data, lrs=lrs,
+        diffusion=diffusion,
+        data=data,
+        lrs=lrs,
         hparams=hparams(cfg, steps, diffusion),
         config_text=OmegaConf.to_yaml(cfg, resolve=True),
         fingerprint=model_fingerprint(cfg),
     )
     keys = TrainerConfig.__dataclass_fields__
-    tcfg = TrainerConfig(**{k: v for k, v in trainer.items() if k in keys and k != "steps"}, steps=steps)
+    tcfg = TrainerConfig(
+        **{k: v for k, v in trainer.items() if k in keys and k != "steps"}, steps=steps
+    )
     return TRAINERS.get(trainer["name"])(tcfg, parts, run_dir, seed=int(cfg.seed))
-

@@ -55,7 +55,9 @@ class GaussianDiffusion:
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
-            raise ConfigError(f"unknown objective {self.objective!r}; valid: {', '.join(OBJECTIVES)}")
+            raise ConfigError(
+                f"unknown objective {self.objective!r}; valid: {', '.join(OBJECTIVES)}"
+            )
         if self.objective == "pred_noise" and self.alphas_cumprod[-1] == 0.0:
             raise ConfigError(
                 "zero terminal SNR makes pred_noise undefined at t=T (x_0 = x_t / 0); "

@@ -38,7 +38,7 @@ class TensorBoardLogger:
         self._hparams = (hparams, metric_tags)
 
     def hparams_end(self, metrics: dict[str, float], step: int) -> None:
-        """Write the final metric values as scalars under the declared tags and close the session."""
+        """Write the final metrics as scalars under the declared tags; close the session."""
         self.scalars(metrics, step)
         if self._hparams is not None:
             _, _, sei = hparams_summaries(self._hparams[0], metrics)

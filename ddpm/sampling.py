@@ -68,7 +68,9 @@ def ddim_timesteps(num_timesteps: int, steps: int) -> np.ndarray:
 
 
 @SAMPLERS.register("ddim")
-def ddim_plan(diffusion: GaussianDiffusion, steps: int = 50, eta: float = 0.0, **_: object) -> SamplerPlan:
+def ddim_plan(
+    diffusion: GaussianDiffusion, steps: int = 50, eta: float = 0.0, **_: object
+) -> SamplerPlan:
     """DDIM over a sub-sequence of `steps` timesteps; eta = 0 is deterministic."""
     if eta < 0:
         raise ConfigError(f"sampler.eta must be >= 0, got {eta}")

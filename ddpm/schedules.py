@@ -7,6 +7,7 @@ improved-diffusion) and `zero_terminal_snr` (Lin et al. 2023, Algorithm 1).
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import numpy as np
@@ -65,13 +66,16 @@ def make_betas(
     """Betas [T] for schedule `name`, with the optional terminal-SNR fixes applied."""
     if timesteps < 2:
         raise ConfigError(f"schedule.timesteps must be >= 2, got {timesteps}")
+    schedule = SCHEDULES.get(name)
     if scale_to_T:
-        if "beta_start" not in params:
+        defaults = {k: p.default for k, p in inspect.signature(schedule).parameters.items()}
+        if "beta_start" not in defaults:
             raise ConfigError(f"schedule.scale_to_T applies to beta-range schedules, not {name!r}")
         scale = 1000.0 / timesteps
-        params = {**params, "beta_start": params["beta_start"] * scale}
-        params["beta_end"] = params["beta_end"] * scale
-    betas = SCHEDULES.get(name)(timesteps, **params)
+        params = {**params}
+        for end in ("beta_start", "beta_end"):
+            params[end] = params.get(end, defaults[end]) * scale
+    betas = schedule(timesteps, **params)
     if zero_terminal_snr:
         betas = rescale_zero_terminal_snr(betas)
     if not (np.all(betas > 0) and np.all(betas <= 1.0)):

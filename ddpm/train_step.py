@@ -22,8 +22,14 @@ def _gather(table: Tensor, t: Tensor) -> Tensor:
 class DenoisingLoss(nn.Cell):
     """Per-example weighted loss  w_t * mean_{C,H,W} dist(net(x_t, t), target)  -> [B]."""
 
-    def __init__(self, network: nn.Cell, diffusion: GaussianDiffusion, weights: np.ndarray,
-                 loss: str = "huber", huber_delta: float = 1.0) -> None:
+    def __init__(
+        self,
+        network: nn.Cell,
+        diffusion: GaussianDiffusion,
+        weights: np.ndarray,
+        loss: str = "huber",
+        huber_delta: float = 1.0,
+    ) -> None:
         super().__init__()
         self.network = network
         self.objective = diffusion.objective
@@ -61,6 +67,15 @@ def ema_name(name: str) -> str:
     return "ema." + name
 
 
+def load_ema(network: nn.Cell, params: dict) -> None:
+    """Copy EMA weights (a name -> Parameter map, e.g. a loaded checkpoint) into `network`."""
+    missing = [n for n, _ in network.parameters_and_names() if ema_name(n) not in params]
+    if missing:
+        raise KeyError(f"no EMA weights for {len(missing)} parameters, e.g. {missing[:3]}")
+    for name, param in network.parameters_and_names():
+        param.set_data(params[ema_name(name)].data)
+
+
 class TrainStep(nn.Cell):
     """One optimiser step: loss, gradients, global-norm clipping, Adam, EMA update.
 
@@ -75,7 +90,9 @@ class TrainStep(nn.Cell):
         self.weights = optimizer.parameters
         named = [(n, p) for n, p in loss_fn.network.parameters_and_names() if p.requires_grad]
         if [p for _, p in named] != list(self.weights):
-            raise ValueError("optimizer parameters must be the network's trainable parameters, in order")
+            raise ValueError(
+                "optimizer parameters must be the network's trainable parameters, in order"
+            )
         self.ema = ParameterTuple(
             [Parameter(p.data.copy(), name=ema_name(n), requires_grad=False) for n, p in named]
         )
@@ -89,7 +106,9 @@ class TrainStep(nn.Cell):
 
     def construct(self, x_start: Tensor, t: Tensor, noise: Tensor, ema_decay: Tensor):
         (_, per_example), grads = self.grad_fn(x_start, t, noise)
-        grad_norm = ops.sqrt(ops.addn(self.hyper_map(_square_sum, grads)))  # ||g||_2 before clipping
+        grad_norm = ops.sqrt(
+            ops.addn(self.hyper_map(_square_sum, grads))
+        )  # ||g||_2 before clipping
         if self.grad_clip > 0:
             scale = ops.minimum(1.0, self.grad_clip / (grad_norm + 1e-6))
             grads = self.hyper_map(ops.partial(ops.mul, scale), grads)

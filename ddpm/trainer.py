@@ -20,7 +20,7 @@ from ddpm.images import make_grid, save_png, to_uint8
 from ddpm.logger import TensorBoardLogger
 from ddpm.sampling import SamplerPlan
 from ddpm.schedule_lr import ema_decay
-from ddpm.train_step import ReverseStep, TrainStep, ema_name
+from ddpm.train_step import ReverseStep, TrainStep, load_ema
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,10 @@ class Trainer:
         noise = self.rng.standard_normal(x_start.shape, dtype=np.float32)
         decay = ema_decay(self.step, self.cfg.ema_decay, self.cfg.ema_warmup)
         losses, grad_norm = self.parts.train_step(
-            Tensor(x_start), Tensor(t.astype(np.int32)), Tensor(noise), Tensor(decay, mstype.float32)
+            Tensor(x_start),
+            Tensor(t.astype(np.int32)),
+            Tensor(noise),
+            Tensor(decay, mstype.float32),
         )
         window.losses.append(losses.asnumpy())
         window.timesteps.append(t)
@@ -127,8 +130,10 @@ class Trainer:
         x0 = next(batch_stream(self.parts.data, 1, self.seed))  # [1, C, H, W]
         ts = np.linspace(0, d.num_timesteps - 1, columns).round().astype(int)
         noise = np.random.default_rng(self.seed).standard_normal(x0.shape)
-        strip = [q_sample(x0, noise, d.sqrt_alphas_cumprod[t], d.sqrt_one_minus_alphas_cumprod[t])
-                 for t in ts]
+        strip = [
+            q_sample(x0, noise, d.sqrt_alphas_cumprod[t], d.sqrt_one_minus_alphas_cumprod[t])
+            for t in ts
+        ]
         return make_grid(to_uint8(np.concatenate(strip)), nrow=columns)
 
     def _log_window(self, window: _Window) -> dict[str, str]:
@@ -152,36 +157,46 @@ class Trainer:
         return {"loss": f"{self.last_loss:.4f}", "img/s": f"{images_per_s:.1f}"}
 
     # ---- sampling and checkpoints ---------------------------------------------------
-    def copy_ema_to_sampler(self) -> None:
-        ema = {p.name: p for p in self.parts.train_step.ema}
-        for name, param in self.parts.ema_network.parameters_and_names():
-            param.set_data(ema[ema_name(name)].data)
-
     def sample_and_log(self) -> np.ndarray:
         """Draw cfg.sample_n samples from the EMA weights; log and save the grid."""
-        self.copy_ema_to_sampler()
+        load_ema(self.parts.ema_network, {p.name: p for p in self.parts.train_step.ema})
         c, h, w = self.parts.data.shape
-        x = p_sample_loop(self.parts.reverse_step, self.parts.plan, (self.cfg.sample_n, c, h, w),
-                          seed=self.seed + 1)
+        x = p_sample_loop(
+            self.parts.reverse_step,
+            self.parts.plan,
+            (self.cfg.sample_n, c, h, w),
+            seed=self.seed + 1,
+        )
         grid = make_grid(to_uint8(x))
         self.logger.image("samples/ema", grid, self.step)
         save_png(grid, self.run_dir / "samples" / f"step_{self.step:08d}.png")
         return x
 
     def checkpoint_meta(self) -> dict[str, Any]:
-        return {"step": self.step, "rng": self.rng.bit_generator.state, "seed": self.seed,
-                "fingerprint": self.parts.fingerprint}
+        return {
+            "step": self.step,
+            "rng": self.rng.bit_generator.state,
+            "seed": self.seed,
+            "fingerprint": self.parts.fingerprint,
+        }
 
     def save_checkpoint(self) -> Path:
-        return checkpoint.save(self.parts.train_step, self.ckpt_dir, self.step,
-                               self.checkpoint_meta(), self.cfg.keep_checkpoints)
+        return checkpoint.save(
+            self.parts.train_step,
+            self.ckpt_dir,
+            self.step,
+            self.checkpoint_meta(),
+            self.cfg.keep_checkpoints,
+        )
 
     def _finish(self) -> dict[str, float]:
         samples = self.sample_and_log()
         save_png(make_grid(to_uint8(samples)), self.run_dir / "samples.png")
         self.save_checkpoint()
-        metrics = {"hparam/final_loss": self.last_loss,
-                   "hparam/images_per_s": getattr(self, "images_per_s", float("nan"))}
+        metrics = {
+            "hparam/final_loss": self.last_loss,
+            "hparam/images_per_s": getattr(self, "images_per_s", float("nan")),
+        }
         self.logger.hparams_end(metrics, self.step)
         self.logger.close()
         return metrics

@@ -1,4 +1,4 @@
-"""Readers for the on-disk formats. Each returns uint8 images [N, H, W, C] and names the file on error."""
+"""On-disk format readers. Each returns uint8 images [N, H, W, C]; errors name the file."""
 
 from __future__ import annotations
 
@@ -32,7 +32,9 @@ def read_idx(path: Path) -> np.ndarray:
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     expected = header + int(np.prod(shape))
     if len(raw) != expected:
-        raise DatasetError(f"{path} is truncated or padded: {len(raw)} bytes, header says {expected}")
+        raise DatasetError(
+            f"{path} is truncated or padded: {len(raw)} bytes, header says {expected}"
+        )
     return np.frombuffer(raw, np.uint8, offset=header).reshape(shape)
 
 

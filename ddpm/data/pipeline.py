@@ -35,7 +35,9 @@ class _ImageStream:
     It starts at item `start` of the stream and keeps only this shard's share of each epoch.
     """
 
-    def __init__(self, data: ImageData, per_epoch: int, seed: int, start: int, shard: tuple[int, int]):
+    def __init__(
+        self, data: ImageData, per_epoch: int, seed: int, start: int, shard: tuple[int, int]
+    ):
         self.images, self.flip = data.images, data.random_flip
         self.per_epoch, self.seed, self.start = per_epoch, seed, start
         self.shard_id, self.num_shards = shard
@@ -61,7 +63,9 @@ class _ImageStream:
 def steps_per_epoch(n: int, batch_size: int, num_shards: int = 1) -> int:
     steps = (n // num_shards) // batch_size
     if steps == 0:
-        raise ValueError(f"{n} images over {num_shards} shard(s) do not fill one batch of {batch_size}")
+        raise ValueError(
+            f"{n} images over {num_shards} shard(s) do not fill one batch of {batch_size}"
+        )
     return steps
 
 

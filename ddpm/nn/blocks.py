@@ -33,9 +33,11 @@ class ResnetBlock(nn.Cell):
 
 @BLOCKS.register("convnext")
 class ConvNextBlock(nn.Cell):
-    """ConvNeXt block (Liu et al. 2022) as in the seed: 7x7 depthwise, + time, norm-conv-GELU-conv."""
+    """ConvNeXt block (Liu et al. 2022), as in the seed: 7x7 depthwise + time, conv-GELU-conv."""
 
-    def __init__(self, dim_in: int, dim_out: int, time_dim: int, mult: int = 2, norm: bool = True) -> None:
+    def __init__(
+        self, dim_in: int, dim_out: int, time_dim: int, mult: int = 2, norm: bool = True
+    ) -> None:
         super().__init__()
         self.time_mlp = nn.SequentialCell(gelu(), nn.Dense(time_dim, dim_in))
         self.ds_conv = conv(dim_in, dim_in, 7, groups=dim_in)

@@ -5,15 +5,23 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from mindspore import Tensor, nn, ops
+from mindspore import Parameter, Tensor, nn, ops
 from mindspore import dtype as mstype
 
 
-def conv(c_in: int, c_out: int, kernel: int, *, stride: int = 1, groups: int = 1, bias: bool = True):
-    """Conv2d with 'same'-style explicit padding (MindSpore defaults to pad_mode='same', no bias)."""
+def conv(
+    c_in: int, c_out: int, kernel: int, *, stride: int = 1, groups: int = 1, bias: bool = True
+):
+    """Conv2d with k//2 padding and a bias (MindSpore defaults to pad_mode='same', no bias)."""
     return nn.Conv2d(
-        c_in, c_out, kernel, stride=stride, pad_mode="pad", padding=kernel // 2,
-        group=groups, has_bias=bias,
+        c_in,
+        c_out,
+        kernel,
+        stride=stride,
+        pad_mode="pad",
+        padding=kernel // 2,
+        group=groups,
+        has_bias=bias,
     )
 
 
@@ -51,16 +59,10 @@ class ChannelLayerNorm(nn.Cell):
 
     def __init__(self, dim: int, eps: float = 1e-5) -> None:
         super().__init__()
-        self.gain = ms_parameter_ones((1, dim, 1, 1), "gain")
+        self.gain = Parameter(Tensor(np.ones((1, dim, 1, 1), np.float32)), name="gain")
         self.eps = eps
 
     def construct(self, x: Tensor) -> Tensor:
         mean = x.mean(axis=1, keep_dims=True)
         var = ((x - mean) ** 2).mean(axis=1, keep_dims=True)
         return (x - mean) * ops.rsqrt(var + self.eps) * self.gain
-
-
-def ms_parameter_ones(shape: tuple[int, ...], name: str):
-    from mindspore import Parameter
-
-    return Parameter(Tensor(np.ones(shape, np.float32)), name=name)

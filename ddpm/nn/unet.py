@@ -55,12 +55,22 @@ class UNet(nn.Cell):
         downs, ups, down_samplers, up_samplers = [], [], [], []
         for i, (d_in, d_out) in enumerate(in_out):
             last = i == self.num_levels - 1
-            downs.append(_Level(make_block(d_in, d_out, time_dim), make_block(d_out, d_out, time_dim),
-                                make_attention(d_out)))
+            downs.append(
+                _Level(
+                    make_block(d_in, d_out, time_dim),
+                    make_block(d_out, d_out, time_dim),
+                    make_attention(d_out),
+                )
+            )
             down_samplers.append(nn.Identity() if last else downsample(d_out))
         for i, (d_in, d_out) in reversed(list(enumerate(in_out))):
-            ups.append(_Level(make_block(d_out * 2, d_in, time_dim), make_block(d_in, d_in, time_dim),
-                              make_attention(d_in)))
+            ups.append(
+                _Level(
+                    make_block(d_out * 2, d_in, time_dim),
+                    make_block(d_in, d_in, time_dim),
+                    make_attention(d_in),
+                )
+            )
             up_samplers.append(nn.Identity() if i == 0 else upsample(d_in))
         self.downs, self.ups = nn.CellList(downs), nn.CellList(ups)
         self.down_samplers, self.up_samplers = nn.CellList(down_samplers), nn.CellList(up_samplers)

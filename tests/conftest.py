@@ -1,0 +1,48 @@
+"""Shared fixtures: the real composed config, made tiny, and a MindSpore runtime for tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ddpm  # noqa: F401  (sets the oneDNN ISA cap before MindSpore loads)
+
+# isort: split
+import mindspore as ms
+import pytest
+from hydra import compose, initialize_config_dir
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+# Overrides that keep every option of every group tiny: two levels of width 8 and 16.
+TINY = [
+    "model.dim=8",
+    "model.dim_mults=[1,2]",
+    "attention.heads=1",
+    "attention.dim_head=8",
+    "schedule.timesteps=50",
+    "trainer.steps=4",
+    "trainer.batch_size=8",
+    "trainer.log_every=2",
+    "trainer.sample_n=4",
+    "trainer.warmup_steps=1",
+    "trainer.checkpoint_every=0",
+]
+
+
+def compose_config(*overrides: str, tiny: bool = True):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=[*(TINY if tiny else []), *overrides])
+
+
+@pytest.fixture(autouse=True, scope="session")
+def mindspore_runtime():
+    ms.set_device("CPU")
+    ms.set_context(mode=ms.PYNATIVE_MODE)  # in-process tests skip graph compilation
+    yield
+
+
+@pytest.fixture
+def graph_mode():
+    ms.set_context(mode=ms.GRAPH_MODE)
+    yield
+    ms.set_context(mode=ms.PYNATIVE_MODE)

@@ -1,0 +1,126 @@
+"""The real Hydra CLI in subprocesses, read back through TensorBoard's EventAccumulator."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+from tests.conftest import TINY
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI_TINY = [*TINY, "sampler.steps=5"]
+
+
+def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
+
+
+def events(run_dir: Path) -> EventAccumulator:
+    acc = EventAccumulator(str(run_dir), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
+    acc.Reload()
+    return acc
+
+
+def hparams_of(acc: EventAccumulator) -> dict:
+    content = acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    info = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
+    return {k: v.string_value or v.number_value for k, v in info.hparams.items()}
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("run")
+    proc = cli(
+        "-m", "ddpm.run", "schedule=cosine", "block=resnet", *CLI_TINY, f"hydra.run.dir={run_dir}"
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "alpha_bar_T" in proc.stderr + proc.stdout
+    return run_dir
+
+
+def test_run_writes_events_samples_and_checkpoint(trained_run):
+    acc = events(trained_run)
+    tags = acc.Tags()
+    for tag in [
+        "train/loss",
+        "train/lr",
+        "train/grad_norm",
+        "perf/images_per_s",
+        "schedule/alpha_bar_T",
+        "hparam/final_loss",
+    ]:
+        assert tag in tags["scalars"], tag
+    assert any(t.startswith("train/loss_q") for t in tags["scalars"])
+    assert [e.step for e in acc.Scalars("train/loss")] == [2, 4]
+    assert all(np.isfinite(e.value) for e in acc.Scalars("train/loss"))
+    assert {"samples/ema", "data/forward_process"} <= set(tags["images"])
+    assert acc.Images("samples/ema")[-1].step == 4
+    assert "config/text_summary" in tags["tensors"]
+    hp = hparams_of(acc)
+    assert hp["schedule"] == "cosine" and hp["block"] == "resnet" and hp["steps"] == 4
+    assert (trained_run / "samples.png").is_file()
+    assert (trained_run / "checkpoints" / "step_00000004.ckpt").is_file()
+
+
+def test_sample_cli_writes_grid_npz_and_gif(trained_run, tmp_path):
+    proc = cli(
+        "-m",
+        "ddpm.sample",
+        str(trained_run),
+        "--n",
+        "4",
+        "--sampler",
+        "ddpm",
+        "--gif",
+        "--out",
+        str(tmp_path),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    images = np.load(tmp_path / "samples_ddpm.npz")["images"]
+    assert images.shape == (4, 28, 28, 1) and images.dtype == np.uint8
+    gif = Image.open(tmp_path / "samples_ddpm.gif")
+    assert gif.n_frames > 2
+    assert Image.open(tmp_path / "samples_ddpm.png").size[0] > 28
+
+
+def test_multirun_names_runs_by_their_overrides(tmp_path):
+    sweep = tmp_path / "sweep"
+    overrides = [o for o in CLI_TINY if not o.startswith("trainer.steps=")]
+    proc = cli(
+        "-m",
+        "ddpm.run",
+        "-m",
+        "schedule=linear,cosine",
+        *overrides,
+        "trainer.steps=2",
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert len(runs) == 2 and all(r.startswith("attention.dim_head=8,") for r in runs)
+    for schedule in ("linear", "cosine"):
+        (run,) = [r for r in runs if f"schedule={schedule}" in r]
+        assert hparams_of(events(sweep / run))["schedule"] == schedule
+
+
+def test_unknown_option_fails_and_lists_valid_ones():
+    proc = cli("-m", "ddpm.run", "schedule=exponential")
+    assert proc.returncode != 0
+    for name in ["cosine", "linear", "quadratic", "sigmoid"]:
+        assert name in proc.stderr
+
+
+def test_bad_value_fails_before_training(tmp_path):
+    proc = cli(
+        "-m", "ddpm.run", *CLI_TINY, "model.dim_mults=[1,2,2,2]", f"hydra.run.dir={tmp_path}"
+    )
+    assert proc.returncode == 2
+    assert "not divisible" in proc.stderr
+    assert not list(tmp_path.glob("events.out.tfevents.*"))

@@ -1,0 +1,104 @@
+"""Sampler tables against closed forms, and the compiled reverse step with oracle networks."""
+
+import numpy as np
+import pytest
+from mindspore import Tensor, nn, ops
+
+from ddpm.diffusion import GaussianDiffusion
+from ddpm.generate import p_sample_loop
+from ddpm.registry import ConfigError
+from ddpm.sampling import ddim_timesteps, make_plan
+from ddpm.schedules import make_betas
+from ddpm.train_step import ReverseStep
+
+
+@pytest.fixture
+def diffusion():
+    return GaussianDiffusion(make_betas("cosine", 100))
+
+
+def test_ddim_eta1_on_all_steps_is_ddpm(diffusion):
+    ddpm = make_plan(diffusion, "ddpm")
+    ddim = make_plan(diffusion, "ddim", steps=100, eta=1.0)
+    np.testing.assert_array_equal(ddim.timesteps, ddpm.timesteps)
+    # sigma^2 = posterior variance, and the mean coefficients coincide (eq. 7 vs eq. 12).
+    np.testing.assert_allclose(ddim.coefs, ddpm.coefs, rtol=1e-7, atol=1e-12)
+    np.testing.assert_allclose(
+        ddim.coefs[:-1, 4] ** 2, diffusion.posterior_variance[ddim.timesteps[:-1]], rtol=1e-7
+    )
+
+
+def test_ddim_eta0_is_deterministic(diffusion):
+    plan = make_plan(diffusion, "ddim", steps=10, eta=0.0)
+    assert np.all(plan.coefs[:, 4] == 0)
+
+
+def test_ddpm_last_step_is_noise_free_and_returns_x0(diffusion):
+    plan = make_plan(diffusion, "ddpm")
+    a, b, sigma = plan.coefs[-1, 2:]
+    assert plan.timesteps[-1] == 0 and sigma == 0
+    assert a == pytest.approx(1.0) and b == pytest.approx(0.0, abs=1e-12)
+
+
+def test_ddpm_large_variance(diffusion):
+    plan = make_plan(diffusion, "ddpm", variance="large")
+    t = plan.timesteps[:-1]
+    np.testing.assert_allclose(plan.coefs[:-1, 4] ** 2, diffusion.betas[t])
+
+
+def test_ddim_trailing_spacing():
+    t = ddim_timesteps(1000, 50)
+    assert t[0] == 999 and len(t) == 50 and np.all(np.diff(t) == -20)
+    assert list(ddim_timesteps(10, 10)) == list(range(9, -1, -1))
+
+
+@pytest.mark.parametrize("bad", [{"steps": 0}, {"steps": 101}, {"eta": -1.0}])
+def test_ddim_bad_values(diffusion, bad):
+    with pytest.raises(ConfigError):
+        make_plan(diffusion, "ddim", **bad)
+
+
+def test_unknown_sampler_lists_options(diffusion):
+    with pytest.raises(ConfigError, match="ddim, ddpm"):
+        make_plan(diffusion, "euler")
+
+
+class OracleNoise(nn.Cell):
+    """eps(x_t, t) = (x_t - sqrt(ab_t) x*) / sqrt(1 - ab_t): the perfect noise predictor for x*."""
+
+    def __init__(self, diffusion, target):
+        super().__init__()
+        self.a = Tensor(diffusion.sqrt_alphas_cumprod.astype(np.float32))
+        self.s = Tensor(diffusion.sqrt_one_minus_alphas_cumprod.astype(np.float32))
+        self.target = Tensor(target)
+
+    def construct(self, x, t):
+        a = ops.gather(self.a, t, 0)[:, None, None, None]
+        s = ops.gather(self.s, t, 0)[:, None, None, None]
+        return (x - a * self.target) / s
+
+
+@pytest.mark.parametrize(
+    ("sampler", "params"),
+    [("ddpm", {}), ("ddim", {"steps": 10, "eta": 0.0}), ("ddim", {"steps": 25, "eta": 1.0})],
+)
+def test_sampling_with_oracle_recovers_the_image(sampler, params):
+    """A network that knows the one training image must be sampled back to it exactly."""
+    d = GaussianDiffusion(make_betas("linear", 100, scale_to_T=True))
+    target = np.linspace(-0.9, 0.9, 2 * 1 * 4 * 4, dtype=np.float32).reshape(2, 1, 4, 4)
+    step = ReverseStep(OracleNoise(d, target), "pred_noise", clip_denoised=True)
+    x = p_sample_loop(step, make_plan(d, sampler, **params), target.shape, seed=3)
+    np.testing.assert_allclose(x, target, atol=2e-4)
+
+
+def test_sampling_is_seeded(diffusion):
+    class Zero(nn.Cell):
+        def construct(self, x, t):
+            return ops.zeros_like(x)
+
+    step = ReverseStep(Zero(), "pred_noise")
+    plan = make_plan(diffusion, "ddpm")
+    a, b = (p_sample_loop(step, plan, (2, 1, 4, 4), seed=7) for _ in range(2))
+    c = p_sample_loop(step, plan, (2, 1, 4, 4), seed=8)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)

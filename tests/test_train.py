@@ -1,0 +1,123 @@
+"""The compiled train step, EMA and checkpoints, on a real tiny U-Net."""
+
+import numpy as np
+import pytest
+from mindspore import Tensor, nn, ops
+from mindspore import dtype as mstype
+
+from ddpm import checkpoint
+from ddpm.build import build_diffusion, build_network, build_optimizer, section
+from ddpm.schedule_lr import cosine_lr, ema_decay
+from ddpm.train_step import DenoisingLoss, TrainStep, ema_name, load_ema
+from tests.conftest import compose_config
+
+
+def make_step(grad_clip=1.0, lr=3e-3, steps=40):
+    cfg = compose_config(f"trainer.lr={lr}", f"trainer.steps={steps}", "trainer.warmup_steps=0")
+    diffusion = build_diffusion(section(cfg, "schedule"), section(cfg, "objective"))
+    net = build_network(
+        section(cfg, "model"), section(cfg, "block"), section(cfg, "attention"), 1, 8
+    )
+    loss_fn = DenoisingLoss(net, diffusion, np.ones(diffusion.num_timesteps), "mse")
+    optimizer, _ = build_optimizer(section(cfg, "trainer"), net, steps)
+    return TrainStep(loss_fn, optimizer, grad_clip), net
+
+
+def batch(seed=0, b=8):
+    rng = np.random.default_rng(seed)
+    x = np.tanh(rng.standard_normal((b, 1, 8, 8))).astype(np.float32)
+    t = rng.integers(0, 50, b).astype(np.int32)
+    return Tensor(x), Tensor(t), Tensor(rng.standard_normal((b, 1, 8, 8)).astype(np.float32))
+
+
+def test_compiled_step_learns_and_tracks_ema(graph_mode):
+    step, net = make_step()
+    x, t, noise = batch()
+    first, _ = step(x, t, noise, Tensor(0.0, mstype.float32))  # decay 0: EMA := weights
+    for p, e in zip(step.weights, step.ema, strict=True):
+        np.testing.assert_array_equal(p.asnumpy(), e.asnumpy())
+    frozen = [e.asnumpy().copy() for e in step.ema]
+    for _ in range(30):
+        last, grad_norm = step(x, t, noise, Tensor(1.0, mstype.float32))  # decay 1: EMA frozen
+    assert last.asnumpy().mean() < 0.5 * first.asnumpy().mean()
+    assert np.isfinite(float(grad_norm.asnumpy())) and float(grad_norm.asnumpy()) > 0
+    for before, e in zip(frozen, step.ema, strict=True):
+        np.testing.assert_array_equal(before, e.asnumpy())
+    assert int(step.optimizer.global_step.asnumpy()[0]) == 31
+
+
+def test_grad_norm_is_the_global_l2_norm():
+    step, _ = make_step(grad_clip=0.0)
+    x, t, noise = batch(1)
+    grads = ops.value_and_grad(lambda *a: step.loss_fn(*a).mean(), None, step.weights)(x, t, noise)[
+        1
+    ]
+    expected = np.sqrt(sum(float((g.asnumpy().astype(np.float64) ** 2).sum()) for g in grads))
+    _, grad_norm = step(x, t, noise, Tensor(0.5, mstype.float32))
+    assert float(grad_norm.asnumpy()) == pytest.approx(expected, rel=1e-4)
+
+
+def test_ema_names_follow_the_network():
+    step, net = make_step()
+    names = {p.name for p in step.ema}
+    assert names == {ema_name(n) for n, _ in net.parameters_and_names()}
+
+
+def test_checkpoint_roundtrip_keep_and_latest(tmp_path):
+    step, net = make_step()
+    x, t, noise = batch()
+    step(x, t, noise, Tensor(0.9, mstype.float32))
+    folder = tmp_path / "ckpt"
+    rng = np.random.default_rng(3)
+    for k in (1, 2, 3):
+        checkpoint.save(step, folder, k, {"step": k, "rng": rng.bit_generator.state}, keep=2)
+    assert sorted(p.name for p in folder.glob("step_*.ckpt")) == [
+        "step_00000002.ckpt",
+        "step_00000003.ckpt",
+    ]
+    assert (folder / "latest").read_text().strip() == "step_00000003.ckpt"
+    assert not list(folder.glob(".*tmp*"))
+    params, meta = checkpoint.load(folder / "step_00000003.ckpt")
+    assert meta["step"] == 3
+    restored = np.random.default_rng()
+    restored.bit_generator.state = meta["rng"]
+    assert restored.random() == rng.random()
+    fresh, fresh_net = make_step()
+    load_ema(fresh_net, params)
+    for (_, p), e in zip(fresh_net.parameters_and_names(), step.ema, strict=True):
+        np.testing.assert_array_equal(p.asnumpy(), e.asnumpy())
+
+
+def test_corrupt_checkpoint_names_the_file(tmp_path):
+    bad = tmp_path / "step_00000001.ckpt"
+    bad.write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(checkpoint.CheckpointError, match=str(bad)):
+        checkpoint.load(bad)
+    with pytest.raises(checkpoint.CheckpointError, match="does not exist"):
+        checkpoint.load(tmp_path / "missing.ckpt")
+
+
+def test_cosine_lr_with_warmup():
+    lrs = cosine_lr(110, 1e-3, 1e-5, warmup_steps=10)
+    assert lrs[0] == pytest.approx(1e-4, rel=1e-6) and lrs[9] == pytest.approx(1e-3, rel=1e-6)
+    assert lrs[10] == pytest.approx(1e-3, rel=1e-6)
+    assert 1e-5 < lrs[-1] < 1.1e-5  # the last step is one step short of min_lr
+    assert lrs[60] == pytest.approx((1e-3 + 1e-5) / 2, rel=1e-2)
+    assert np.all(np.diff(lrs[10:]) <= 0)
+
+
+def test_ema_decay_warmup():
+    assert ema_decay(0, 0.999, True) == pytest.approx(0.1)
+    assert ema_decay(10**6, 0.999, True) == 0.999
+    assert ema_decay(0, 0.999, False) == 0.999
+
+
+def test_optimizer_follows_the_lr_table(graph_mode):
+    """The LR inside Adam is indexed by its own global step, which checkpoints restore."""
+    step, _ = make_step()
+    assert isinstance(step.optimizer, nn.Adam)
+    lr_cell = step.optimizer.learning_rate  # _IteratorLearningRate: lrs[global_step]
+    lrs = lr_cell.learning_rate.asnumpy()
+    assert lrs.shape == (40,) and lrs[0] > lrs[-1]
+    current = step.optimizer.get_lr().asnumpy()  # read at global_step 0
+    assert current == pytest.approx(lrs[0])
