@@ -79,6 +79,9 @@ def build_network(
         )
     ATTENTIONS.get(attention["name"]), ATTENTIONS.get(attention["mid"])
     heads, dim_head = int(attention["heads"]), int(attention["dim_head"])
+    levels = attention.get("levels")
+    if levels is not None and not set(levels) <= set(range(len(mults))):
+        raise ConfigError(f"attention.levels={levels} must be U-Net levels 0..{len(mults) - 1}")
     return _call(
         "model",
         MODELS.get(model["name"]),
@@ -87,7 +90,7 @@ def build_network(
         dim_mults=mults,
         init_dim=model.get("init_dim"),
         make_block=lambda i, o, t: _call("block", make_block_cls, i, o, t, **block_params),
-        make_attention=attention_factory(attention["name"], heads, dim_head),
+        make_attention=attention_factory(attention["name"], heads, dim_head, levels),
         make_mid_attention=attention_factory(attention["mid"], heads, dim_head),
     )
 
@@ -192,7 +195,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> Trainer:
     optimizer, lrs = build_optimizer(trainer, network, steps)
     sampler = section(cfg, "sampler")
     parts = RunParts(
-        train_step=TrainStep(loss_fn, optimizer, trainer["grad_clip"]),
+        train_step=TrainStep(
+            loss_fn, optimizer, trainer["grad_clip"], trainer.get("skip_nonfinite", False)
+        ),
         ema_network=ema_network,
         reverse_step=ReverseStep(ema_network, diffusion.objective, sampler["clip_denoised"]),
         plan=build_plan(sampler, diffusion),

@@ -48,6 +48,56 @@ def load(path: Path) -> tuple[dict[str, ms.Parameter], dict[str, Any]]:
     return params, meta
 
 
+def load_state(cell: nn.Cell, params: dict[str, ms.Parameter]) -> None:
+    """Restore every training-state Parameter of `cell`.
+
+    The learning-rate table is rebuilt from the config instead (its length follows
+    trainer.steps, which a resumed run may change); the optimiser's global step indexes it.
+    """
+    params = {k: v for k, v in params.items() if "learning_rate" not in k}
+    expected = {p.name for p in cell.get_parameters() if "learning_rate" not in p.name}
+    missing = sorted(expected - set(params))
+    if missing:
+        raise CheckpointError(f"checkpoint lacks {len(missing)} parameters, e.g. {missing[:3]}")
+    ms.load_param_into_net(cell, params, strict_load=True)
+
+
+def check_fingerprint(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:
+    """Refuse to resume into a different model; list the keys that differ."""
+    diffs = sorted(_diff(saved, current))
+    if diffs:
+        lines = "".join(f"\n  {k}: checkpoint {a!r}, config {b!r}" for k, a, b in diffs)
+        raise ResumeMismatch(f"cannot resume from {path}: the config changes the model:{lines}")
+
+
+class ResumeMismatch(CheckpointError):
+    """The config being resumed defines another model than the checkpoint's."""
+
+
+def _diff(a: Any, b: Any, prefix: str = ""):
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            yield from _diff(a.get(key), b.get(key), f"{prefix}{key}.")
+    elif a != b:
+        yield prefix.rstrip("."), a, b
+
+
+def resolve_resume(resume: str, run_dir: Path) -> tuple[Path, list[Path]]:
+    """(run dir to continue, checkpoints to try newest first) for trainer.resume.
+
+    `latest` continues this run dir; a run dir continues that one; a .ckpt file is loaded
+    as the only candidate, into this run dir.
+    """
+    target = Path(resume).expanduser()
+    if resume == "latest":
+        return run_dir, candidates(run_dir / "checkpoints")
+    if target.is_file():
+        return run_dir, [target]
+    if (target / "checkpoints").is_dir():
+        return target, candidates(target / "checkpoints")
+    raise CheckpointError(f"trainer.resume={resume!r}: not 'latest', a run dir or a .ckpt file")
+
+
 def candidates(folder: Path) -> list[Path]:
     """Checkpoints to try for `resume=latest`, newest first (the `latest` pointer leads)."""
     found = sorted(folder.glob(CKPT_GLOB), reverse=True)

@@ -5,23 +5,42 @@ Hydra composes conf/; this entry point seeds, builds the run from the config, an
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sys
+import traceback
 from pathlib import Path
 
 import hydra
 import mindspore as ms
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
 
 from ddpm.build import build_trainer
+from ddpm.callbacks import FAILED_MARKER
+from ddpm.checkpoint import CheckpointError, resolve_resume
 from ddpm.data import DatasetError
 from ddpm.registry import ConfigError
+from ddpm.trainer import Interrupted, NonFiniteLoss
 
 log = logging.getLogger("ddpm")
 
 # alpha_bar_T above this leaves visible signal where sampling starts from pure noise.
 TERMINAL_ALPHA_BAR_WARN = 1e-3
+# Exit codes: 2 bad config/data/checkpoint, 3 non-finite loss, 128 + signal when interrupted.
+EXIT_CODES = {ConfigError: 2, DatasetError: 2, CheckpointError: 2, NonFiniteLoss: 3}
+
+
+def run_name(overrides: str, limit: int = 120) -> str:
+    """A sweep run's folder name: its overrides, shortened with a hash past `limit` chars."""
+    name = overrides.replace("/", "_") or "default"
+    if len(name) <= limit:
+        return name
+    return f"{name[: limit - 9]}~{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+
+
+OmegaConf.register_new_resolver("run_name", run_name, replace=True)
 
 
 def setup_runtime(seed: int, mode: str, device: str) -> None:
@@ -53,7 +72,15 @@ def report_schedule(alpha_bar_T: float, name: str, timesteps: int) -> None:
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     setup_runtime(int(cfg.seed), cfg.runtime.mode, cfg.runtime.device)
+    resume = cfg.trainer.get("resume")
+    candidates: list[Path] = []
+    if resume:
+        run_dir, candidates = resolve_resume(str(resume), run_dir)
     trainer = build_trainer(cfg, run_dir)
+    if candidates:
+        log.info("resumed from %s at step %d", trainer.restore(candidates), trainer.step)
+    elif resume:
+        log.info("trainer.resume=%s: no checkpoint yet in %s, starting fresh", resume, run_dir)
     parts = trainer.parts
     log.info("run dir: %s", run_dir)
     log.info(
@@ -77,16 +104,30 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     return metrics
 
 
+def fail(err: BaseException, run_dir: Path, multirun: bool) -> float:
+    """Report a failed run. A sweep goes on (ddpm.callbacks sums up); a single run exits."""
+    if isinstance(err, Interrupted):
+        log.warning("interrupted: %s. Resume with trainer.resume=%s", err, err.path.parent.parent)
+        sys.exit(128 + err.signum)  # also stops a sweep: the user asked to stop
+    known = type(err) in EXIT_CODES or isinstance(err, CheckpointError)
+    message = str(err) if known else "".join(traceback.format_exception(err))
+    log.error("%s", message)
+    if multirun:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / FAILED_MARKER).write_text(f"{type(err).__name__}: {err}\n")
+        return float("nan")
+    print(f"error: {err}", file=sys.stderr)
+    sys.exit(EXIT_CODES.get(type(err), 2 if known else 1))
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
-        metrics = train(cfg, run_dir)
-    except (ConfigError, DatasetError) as err:
-        log.error("%s", err)  # into the run's log file
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    return metrics["hparam/final_loss"]
+        return train(cfg, run_dir)["hparam/final_loss"]
+    except Exception as err:  # noqa: BLE001 (every failure is reported; see fail())
+        return fail(err, run_dir, hydra_cfg.mode == RunMode.MULTIRUN)
 
 
 if __name__ == "__main__":

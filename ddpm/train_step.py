@@ -84,8 +84,15 @@ class TrainStep(nn.Cell):
     through HyperMap: an unrolled Python loop makes graph compilation ~5x slower.
     """
 
-    def __init__(self, loss_fn: DenoisingLoss, optimizer: nn.Optimizer, grad_clip: float) -> None:
+    def __init__(
+        self,
+        loss_fn: DenoisingLoss,
+        optimizer: nn.Optimizer,
+        grad_clip: float,
+        skip_nonfinite: bool = False,
+    ) -> None:
         super().__init__()
+        self.skip_nonfinite = skip_nonfinite
         self.loss_fn, self.optimizer = loss_fn, optimizer
         self.weights = optimizer.parameters
         named = [(n, p) for n, p in loss_fn.network.parameters_and_names() if p.requires_grad]
@@ -112,9 +119,17 @@ class TrainStep(nn.Cell):
         if self.grad_clip > 0:
             scale = ops.minimum(1.0, self.grad_clip / (grad_norm + 1e-6))
             grads = self.hyper_map(ops.partial(ops.mul, scale), grads)
+        if self.skip_nonfinite:
+            finite = ops.logical_and(ops.isfinite(grad_norm), ops.isfinite(per_example.sum()))
+            if finite:  # a NaN/inf step leaves weights, moments and EMA untouched
+                self._update(grads, ema_decay)
+        else:
+            self._update(grads, ema_decay)
+        return per_example, grad_norm
+
+    def _update(self, grads, ema_decay):
         self.optimizer(grads)
         self.hyper_map(ops.partial(_ema_update, ema_decay), self.ema, self.weights)
-        return per_example, grad_norm
 
 
 class ReverseStep(nn.Cell):

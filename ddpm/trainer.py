@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import signal
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,20 @@ from ddpm.sampling import SamplerPlan
 from ddpm.schedule_lr import ema_decay
 from ddpm.train_step import ReverseStep, TrainStep, load_ema
 
+log = logging.getLogger("ddpm")
+
+
+class Interrupted(Exception):
+    """SIGINT/SIGTERM arrived; the current step finished and a checkpoint was written."""
+
+    def __init__(self, signum: int, step: int, path: Path) -> None:
+        super().__init__(f"{signal.Signals(signum).name} at step {step}; checkpoint {path}")
+        self.signum, self.step, self.path = signum, step, path
+
+
+class NonFiniteLoss(FloatingPointError):
+    """The loss or gradient norm became NaN/inf; nothing from this step was saved."""
+
 
 @dataclass(frozen=True)
 class TrainerConfig:
@@ -34,6 +51,7 @@ class TrainerConfig:
     sample_n: int = 64
     checkpoint_every: int = 0  # 0: only at the end
     keep_checkpoints: int = 3
+    skip_nonfinite: bool = False  # skip (and count) NaN/inf steps instead of stopping
 
 
 @dataclass
@@ -70,6 +88,9 @@ class Trainer:
         self.ckpt_dir = run_dir / "checkpoints"
         self.logger: TensorBoardLogger | None = None
         self.last_loss = float("nan")
+        self.skipped = 0
+        self.images_per_s = float("nan")
+        self._signal: int | None = None
 
     # ---- the loop -------------------------------------------------------------------
     def fit(self) -> dict[str, float]:
@@ -80,16 +101,44 @@ class Trainer:
         window = _Window()
         bar = tqdm(total=self.cfg.steps, initial=self.step, desc="train", dynamic_ncols=True)
         try:
-            while self.step < self.cfg.steps:
-                self._train_one(next(batches), window)
-                bar.update(1)
-                if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps:
-                    bar.set_postfix(self._log_window(window))
-                    window = _Window()
-                self._periodic()
+            with self._stop_on_signals():
+                while self.step < self.cfg.steps and self._signal is None:
+                    self._train_one(next(batches), window)
+                    bar.update(1)
+                    if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps:
+                        bar.set_postfix(self._log_window(window))
+                        window = _Window()
+                    self._periodic()
         finally:
             bar.close()
+            self.logger.flush()
+        if self._signal is not None:
+            path = self.save_checkpoint()
+            self.logger.close()
+            raise Interrupted(self._signal, self.step, path)
         return self._finish()
+
+    @contextmanager
+    def _stop_on_signals(self):
+        """SIGINT/SIGTERM let the current step finish; a second signal stops at once.
+
+        MindSpore's runtime re-installs its own SIGINT handler at every graph launch, and it
+        raises SIGTERM: so Ctrl-C during training arrives here as SIGTERM. Both stop cleanly.
+        """
+        self._signal = None
+
+        def handler(signum, _frame):
+            if self._signal is not None:  # the second signal: stop now
+                signal.signal(signum, signal.SIG_DFL)
+                signal.raise_signal(signum)
+            self._signal = signum
+
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
 
     def _train_one(self, x_start: np.ndarray, window: _Window) -> None:
         t = self.rng.integers(0, self.parts.diffusion.num_timesteps, size=len(x_start))
@@ -101,10 +150,29 @@ class Trainer:
             Tensor(noise),
             Tensor(decay, mstype.float32),
         )
-        window.losses.append(losses.asnumpy())
-        window.timesteps.append(t)
-        window.grad_norms.append(float(grad_norm.asnumpy()))
+        losses, grad_norm = losses.asnumpy(), float(grad_norm.asnumpy())
         self.step += 1
+        if not (np.all(np.isfinite(losses)) and np.isfinite(grad_norm)):
+            self._non_finite(losses, grad_norm)
+            return
+        window.losses.append(losses)
+        window.timesteps.append(t)
+        window.grad_norms.append(grad_norm)
+
+    def _non_finite(self, losses: np.ndarray, grad_norm: float) -> None:
+        """Stop (the default) or count a skipped step; a bad step never reaches a checkpoint."""
+        if self.cfg.skip_nonfinite:  # the compiled step already left the weights untouched
+            self.skipped += 1
+            self.logger.scalars({"train/skipped_steps": self.skipped}, self.step)
+            return
+        self.logger.flush()
+        raise NonFiniteLoss(
+            f"non-finite loss or gradient at step {self.step} (loss {float(np.mean(losses)):.4g}, "
+            f"grad norm {grad_norm:.4g}). Likely causes: a learning rate too high for the "
+            "model (trainer.lr), no gradient clipping (trainer.grad_clip=0), or p2/min-SNR "
+            "weights that blow up at small SNR. The last good checkpoint is untouched; resume "
+            "from it with a smaller trainer.lr, or set trainer.skip_nonfinite=true."
+        )
 
     def _periodic(self) -> None:
         every = self.cfg.sample_every
@@ -175,10 +243,29 @@ class Trainer:
     def checkpoint_meta(self) -> dict[str, Any]:
         return {
             "step": self.step,
+            "epoch": self.step * self.cfg.batch_size // len(self.parts.data.images),
             "rng": self.rng.bit_generator.state,
             "seed": self.seed,
+            "skipped": self.skipped,
             "fingerprint": self.parts.fingerprint,
         }
+
+    def restore(self, candidates: list[Path]) -> Path:
+        """Load the newest readable checkpoint of `candidates`; corrupt ones are skipped."""
+        errors = []
+        for path in candidates:
+            try:
+                params, meta = checkpoint.load(path)
+            except checkpoint.CheckpointError as err:
+                log.warning("%s; trying an older checkpoint", err)
+                errors.append(f"\n  - {err}")
+                continue
+            checkpoint.check_fingerprint(meta.get("fingerprint", {}), self.parts.fingerprint, path)
+            checkpoint.load_state(self.parts.train_step, params)
+            self.step, self.skipped = int(meta["step"]), int(meta.get("skipped", 0))
+            self.rng.bit_generator.state = meta["rng"]
+            return path
+        raise checkpoint.CheckpointError("no readable checkpoint to resume from" + "".join(errors))
 
     def save_checkpoint(self) -> Path:
         return checkpoint.save(
@@ -195,7 +282,7 @@ class Trainer:
         self.save_checkpoint()
         metrics = {
             "hparam/final_loss": self.last_loss,
-            "hparam/images_per_s": getattr(self, "images_per_s", float("nan")),
+            "hparam/images_per_s": self.images_per_s,
         }
         self.logger.hparams_end(metrics, self.step)
         self.logger.close()

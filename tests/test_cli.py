@@ -10,10 +10,8 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from tests.conftest import TINY
-
 ROOT = Path(__file__).resolve().parent.parent
-CLI_TINY = [*TINY, "sampler.steps=5"]
+CLI_TINY = ["experiment=tiny"]  # the TINY overrides as one recipe: short run names
 
 
 def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
@@ -104,7 +102,10 @@ def test_multirun_names_runs_by_their_overrides(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
-    assert len(runs) == 2 and all(r.startswith("attention.dim_head=8,") for r in runs)
+    assert runs == [
+        "experiment=tiny,schedule=cosine,trainer.steps=2",
+        "experiment=tiny,schedule=linear,trainer.steps=2",
+    ]
     for schedule in ("linear", "cosine"):
         (run,) = [r for r in runs if f"schedule={schedule}" in r]
         assert hparams_of(events(sweep / run))["schedule"] == schedule
@@ -124,3 +125,13 @@ def test_bad_value_fails_before_training(tmp_path):
     assert proc.returncode == 2
     assert "not divisible" in proc.stderr
     assert not list(tmp_path.glob("events.out.tfevents.*"))
+
+
+def test_long_run_names_are_shortened_uniquely():
+    from ddpm.run import run_name
+
+    long_a = ",".join(f"trainer.k{i}={i}" for i in range(40))
+    long_b = long_a.replace("k39=39", "k39=40")
+    assert run_name("schedule=cosine") == "schedule=cosine"
+    assert run_name("dataset.root=/a/b") == "dataset.root=_a_b"
+    assert len(run_name(long_a)) == 120 and run_name(long_a) != run_name(long_b)

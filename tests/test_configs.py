@@ -150,3 +150,23 @@ def test_conf_has_no_stray_files():
     groups = {p.name for p in CONF_DIR.iterdir() if p.is_dir()}
     assert groups == {*GROUPS, "experiment", "runtime"}
     assert Path(CONF_DIR / "config.yaml").is_file()
+
+
+def test_attention_levels_select_where_attention_goes():
+    def count(levels):
+        cfg = compose_config("attention=full", f"attention.levels={levels}")
+        net = build_network(
+            section(cfg, "model"), section(cfg, "block"), section(cfg, "attention"), 1, 28
+        )
+        return sum(1 for n, _ in net.cells_and_names() if n.endswith("fn") or n == "mid_attn.fn")
+
+    assert count("null") == 5  # 2 down + 2 up levels + the middle
+    assert count("[1]") == 3
+    assert count("[]") == 1  # the middle attention stays
+    with pytest.raises(ConfigError, match="attention.levels"):
+        tiny_forward(compose_config("attention.levels=[5]"))
+
+
+def test_default_is_the_quick_recipe():
+    cfg = compose_config(tiny=False)
+    assert (cfg.model.dim, list(cfg.attention.levels), cfg.trainer.steps) == (16, [1, 2], 800)

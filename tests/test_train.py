@@ -121,3 +121,30 @@ def test_optimizer_follows_the_lr_table(graph_mode):
     assert lrs.shape == (40,) and lrs[0] > lrs[-1]
     current = step.optimizer.get_lr().asnumpy()  # read at global_step 0
     assert current == pytest.approx(lrs[0])
+
+
+@pytest.mark.parametrize("mode", ["pynative", "graph"])
+def test_skip_nonfinite_leaves_the_state_untouched(mode, request):
+    if mode == "graph":
+        request.getfixturevalue("graph_mode")
+    cfg = compose_config()
+    diffusion = build_diffusion(section(cfg, "schedule"), section(cfg, "objective"))
+    net = build_network(
+        section(cfg, "model"), section(cfg, "block"), section(cfg, "attention"), 1, 8
+    )
+    loss_fn = DenoisingLoss(net, diffusion, np.ones(diffusion.num_timesteps), "mse")
+    optimizer, _ = build_optimizer(section(cfg, "trainer"), net, 10)
+    step = TrainStep(loss_fn, optimizer, 1.0, skip_nonfinite=True)
+    x, t, noise = batch()
+    step(x, t, noise, Tensor(0.5, mstype.float32))
+    before = [p.asnumpy().copy() for p in step.get_parameters()]
+    bad = Tensor(np.full((8, 1, 8, 8), np.nan, np.float32))
+    losses, _ = step(bad, t, noise, Tensor(0.5, mstype.float32))
+    assert not np.all(np.isfinite(losses.asnumpy()))
+    for b, p in zip(before, step.get_parameters(), strict=True):
+        np.testing.assert_array_equal(b, p.asnumpy(), err_msg=p.name)
+    step(x, t, noise, Tensor(0.5, mstype.float32))  # a good step still updates
+    assert any(
+        not np.array_equal(b, p.asnumpy())
+        for b, p in zip(before, step.get_parameters(), strict=True)
+    )

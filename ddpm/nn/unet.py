@@ -10,7 +10,7 @@ from ddpm.nn.attention import attention_layer
 from ddpm.nn.layers import SinusoidalEmbedding, conv, downsample, gelu, upsample
 
 BlockFactory = Callable[[int, int, int], nn.Cell]
-AttentionFactory = Callable[[int], nn.Cell]
+AttentionFactory = Callable[[int, int], nn.Cell]  # (channels, level) -> layer
 
 
 class _Level(nn.Cell):
@@ -59,7 +59,7 @@ class UNet(nn.Cell):
                 _Level(
                     make_block(d_in, d_out, time_dim),
                     make_block(d_out, d_out, time_dim),
-                    make_attention(d_out),
+                    make_attention(d_out, i),
                 )
             )
             down_samplers.append(nn.Identity() if last else downsample(d_out))
@@ -68,7 +68,7 @@ class UNet(nn.Cell):
                 _Level(
                     make_block(d_out * 2, d_in, time_dim),
                     make_block(d_in, d_in, time_dim),
-                    make_attention(d_in),
+                    make_attention(d_in, i),
                 )
             )
             up_samplers.append(nn.Identity() if i == 0 else upsample(d_in))
@@ -76,7 +76,7 @@ class UNet(nn.Cell):
         self.down_samplers, self.up_samplers = nn.CellList(down_samplers), nn.CellList(up_samplers)
         mid = dims[-1]
         self.mid_block1 = make_block(mid, mid, time_dim)
-        self.mid_attn = make_mid_attention(mid)
+        self.mid_attn = make_mid_attention(mid, self.num_levels - 1)
         self.mid_block2 = make_block(mid, mid, time_dim)
         self.final_block = make_block(init_dim, dim, time_dim)
         self.final_conv = conv(dim, channels, 1)
@@ -97,5 +97,13 @@ class UNet(nn.Cell):
         return self.final_conv(self.final_block(x, temb))
 
 
-def attention_factory(kind: str, heads: int, dim_head: int) -> AttentionFactory:
-    return lambda dim: attention_layer(kind, dim, heads, dim_head)
+def attention_factory(
+    kind: str, heads: int, dim_head: int, levels: Sequence[int] | None = None
+) -> AttentionFactory:
+    """Attention of `kind` at the given U-Net levels (0 = full resolution; None = all)."""
+
+    def make(dim: int, level: int) -> nn.Cell:
+        chosen = kind if levels is None or level in levels else "none"
+        return attention_layer(chosen, dim, heads, dim_head)
+
+    return make

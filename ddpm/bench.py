@@ -1,0 +1,275 @@
+"""`make bench`: MindSpore against its PyTorch twin, on the same U-Nets, in one run.
+
+    python -m ddpm.bench [--cases seed,seed_resnet,quick] [--steps 10] [--out bench.json]
+
+Each (framework, case) runs in a fresh process, so peak RSS is that case's own. Figures:
+train-step median (after warm-up), first step (graph compile included), the sampling
+forward at batch 64, 64 samples with DDIM-50 and with DDPM over all T steps, peak RSS,
+GFLOP/s from PyTorch's flop counter, and that as a fraction of the machine's fp32 matmul
+peak. The table prints MindSpore/PyTorch ratios (< 1 means MindSpore is faster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import ddpm  # noqa: F401  (sets the oneDNN ISA cap before MindSpore loads)
+
+# isort: split
+import numpy as np
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CASES = {
+    "seed": ["experiment=seed_tutorial"],
+    "seed_resnet": ["experiment=seed_tutorial", "block=resnet", "block.groups=2"],
+    "quick": [],
+}
+SAMPLE_N = 64
+
+
+def case_config(case: str) -> dict[str, Any]:
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=CASES[case])
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def median_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ---- workers (one framework, one case, one process) ------------------------------------
+def mindspore_worker(cfg: dict[str, Any], steps: int, ddpm_steps: int | None) -> dict[str, float]:
+    import mindspore as ms
+    from mindspore import Tensor
+    from mindspore import dtype as mstype
+
+    from ddpm.build import build_diffusion, build_network, build_optimizer
+    from ddpm.generate import p_sample_loop
+    from ddpm.sampling import make_plan
+    from ddpm.train_step import DenoisingLoss, ReverseStep, TrainStep
+
+    ms.set_device("CPU")
+    ms.set_context(mode=ms.GRAPH_MODE)
+    ms.set_seed(0)
+    c, size, batch = cfg["dataset"]["channels"], cfg["dataset"]["image_size"], 16
+    batch = cfg["trainer"]["batch_size"]
+    diffusion = build_diffusion(cfg["schedule"], cfg["objective"])
+    net_args = (cfg["model"], cfg["block"], cfg["attention"], c, size)
+    net = build_network(*net_args)
+    loss = DenoisingLoss(net, diffusion, np.ones(diffusion.num_timesteps), "huber")
+    optimizer, _ = build_optimizer(cfg["trainer"], net, 1000)
+    step = TrainStep(loss, optimizer, 1.0)
+    rng = np.random.default_rng(0)
+    x = Tensor(rng.uniform(-1, 1, (batch, c, size, size)).astype(np.float32))
+    t = Tensor(rng.integers(0, diffusion.num_timesteps, batch).astype(np.int32))
+    noise = Tensor(rng.standard_normal((batch, c, size, size)).astype(np.float32))
+    decay = Tensor(0.999, mstype.float32)
+    run_step = lambda: step(x, t, noise, decay)[0].asnumpy()  # noqa: E731
+    first = median_time(run_step, 1)
+    run_step()
+    train = median_time(run_step, steps)
+    reverse = ReverseStep(build_network(*net_args), diffusion.objective)
+    xs = Tensor(rng.standard_normal((SAMPLE_N, c, size, size)).astype(np.float32))
+    ts = Tensor(np.full(SAMPLE_N, 10, np.int32))
+    coefs = Tensor(np.array([0.5, 0.8, 0.3, 0.9, 0.1], np.float32))
+    fwd = lambda: reverse(xs, ts, coefs, xs)[0].asnumpy()  # noqa: E731
+    fwd()
+    forward = median_time(fwd, max(3, steps // 2))
+
+    def sample_time(name: str, **params) -> float:
+        plan = make_plan(diffusion, name, **params)
+        shape = (SAMPLE_N, c, size, size)
+        return median_time(lambda: p_sample_loop(reverse, plan, shape, seed=0), 1)
+
+    return {
+        "train_step_s": train,
+        "first_step_s": first,
+        "forward_64_s": forward,
+        "ddim50_s": sample_time("ddim", steps=50),
+        "ddpm_T_s": ddpm_time(sample_time, diffusion.num_timesteps, ddpm_steps),
+        "peak_rss_mb": peak_rss_mb(),
+        "timesteps": diffusion.num_timesteps,
+    }
+
+
+def ddpm_time(sample_time, num_timesteps: int, cap: int | None) -> float:
+    """DDPM over all T steps; with a cap, DDIM(eta=1) over `cap` steps scaled to T."""
+    if cap is None or cap >= num_timesteps:
+        return sample_time("ddpm")
+    return sample_time("ddim", steps=cap, eta=1.0) * num_timesteps / cap
+
+
+def torch_worker(cfg: dict[str, Any], steps: int, ddpm_steps: int | None) -> dict[str, float]:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ddpm.diffusion import GaussianDiffusion
+    from ddpm.schedules import make_betas
+    from ddpm.torch_twin import TrainStep, UNet
+
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+    c, size, batch = (
+        cfg["dataset"]["channels"],
+        cfg["dataset"]["image_size"],
+        cfg["trainer"]["batch_size"],
+    )
+    sched = {k: v for k, v in cfg["schedule"].items() if k != "name"}
+    diffusion = GaussianDiffusion(make_betas(cfg["schedule"]["name"], **sched))
+    net = UNet(cfg["model"], cfg["block"], cfg["attention"], c)
+    step = TrainStep(net, diffusion.sqrt_alphas_cumprod, diffusion.sqrt_one_minus_alphas_cumprod)
+    x = torch.rand(batch, c, size, size) * 2 - 1
+    t = torch.randint(0, diffusion.num_timesteps, (batch,))
+    noise = torch.randn_like(x)
+    with FlopCounterMode(display=False) as counter:
+        step(x, t, noise)
+    train_flops = counter.get_total_flops()
+    first = median_time(lambda: step(x, t, noise), 1)
+    train = median_time(lambda: step(x, t, noise), steps)
+    xs, ts = torch.randn(SAMPLE_N, c, size, size), torch.full((SAMPLE_N,), 10)
+    with torch.no_grad():
+        with FlopCounterMode(display=False) as counter:
+            net(xs, ts)
+        forward_flops = counter.get_total_flops()
+        forward = median_time(lambda: net(xs, ts), max(3, steps // 2))
+
+        def sample_time(name: str, steps: int | None = None, **_: Any) -> float:
+            n = diffusion.num_timesteps if name == "ddpm" else steps
+            start = time.perf_counter()
+            for _ in range(n):  # one network call plus the same elementwise update per step
+                out = net(xs, ts)
+                _ = 0.3 * out.clamp(-1, 1) + 0.9 * xs + 0.1 * torch.randn_like(xs)
+            return time.perf_counter() - start
+
+    return {
+        "train_step_s": train,
+        "first_step_s": first,
+        "forward_64_s": forward,
+        "ddim50_s": sample_time("ddim", steps=50),
+        "ddpm_T_s": ddpm_time(sample_time, diffusion.num_timesteps, ddpm_steps),
+        "peak_rss_mb": peak_rss_mb(),
+        "train_gflop": train_flops / 1e9,
+        "forward_64_gflop": forward_flops / 1e9,
+        "timesteps": diffusion.num_timesteps,
+    }
+
+
+def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> tuple[float, str]:
+    """Best fp32 matmul rate of the machine: PyTorch if installed, else numpy."""
+    try:
+        import torch
+
+        torch.set_num_threads(2)
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        fn, name = (lambda: a @ b), "torch"
+    except ImportError:
+        a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+        fn, name = (lambda: a @ a), "numpy"
+    fn()
+    return 2 * n**3 / median_time(fn, repeats) / 1e9, name
+
+
+# ---- the parent: run workers, print and save -------------------------------------------
+def run_worker(framework: str, case: str, steps: int, ddpm_steps: int | None) -> dict | None:
+    cmd = [
+        sys.executable,
+        "-m",
+        "ddpm.bench",
+        "--worker",
+        framework,
+        "--cases",
+        case,
+        "--steps",
+        str(steps),
+    ] + (["--ddpm-steps", str(ddpm_steps)] if ddpm_steps else [])
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        print(f"  {framework}/{case} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
+        return None
+    return json.loads(lines[-1])
+
+
+ROWS = [
+    ("train_step_s", "train step (s)"),
+    ("first_step_s", "first step (s)"),
+    ("forward_64_s", "sampling forward, batch 64 (s)"),
+    ("ddim50_s", "64 samples, DDIM 50 (s)"),
+    ("ddpm_T_s", "64 samples, DDPM T (s)"),
+    ("peak_rss_mb", "peak RSS (MB)"),
+    ("train_gflops", "train GFLOP/s"),
+    ("train_peak_frac", "train / matmul peak"),
+]
+
+
+def add_rates(result: dict, flops: dict | None, peak: float) -> None:
+    if flops and result:
+        result["train_gflops"] = flops["train_gflop"] / result["train_step_s"]
+        result["forward_gflops"] = flops["forward_64_gflop"] / result["forward_64_s"]
+        result["train_peak_frac"] = result["train_gflops"] / peak
+
+
+def print_table(case: str, ms: dict | None, pt: dict | None) -> None:
+    print(f"\n## {case}\n\n| figure | MindSpore | PyTorch | MS / PT |\n|---|---|---|---|")
+    for key, label in ROWS:
+        a, b = (ms or {}).get(key), (pt or {}).get(key)
+        ratio = f"{a / b:.2f}" if a is not None and b else "-"
+        fmt = lambda v: "-" if v is None else f"{v:.3g}"  # noqa: E731
+        print(f"| {label} | {fmt(a)} | {fmt(b)} | {ratio} |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m ddpm.bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--cases", default="seed,seed_resnet", help=f"comma list of {list(CASES)}")
+    p.add_argument("--steps", type=int, default=10, help="timed train steps per case")
+    p.add_argument("--ddpm-steps", type=int, help="time DDPM on this many steps, scaled to T")
+    p.add_argument("--out", type=Path, default=Path("bench_results/bench.json"))
+    p.add_argument("--worker", choices=["mindspore", "torch"], help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    cases = args.cases.split(",")
+    if args.worker:
+        worker = mindspore_worker if args.worker == "mindspore" else torch_worker
+        print(json.dumps(worker(case_config(cases[0]), args.steps, args.ddpm_steps)))
+        return 0
+    peak, peak_src = matmul_peak_gflops()
+    print(f"fp32 matmul peak (2048^2, {peak_src}): {peak:.0f} GFLOP/s")
+    report: dict[str, Any] = {"matmul_peak_gflops": peak, "cases": {}}
+    for case in cases:
+        pt = run_worker("torch", case, args.steps, args.ddpm_steps)
+        ms = run_worker("mindspore", case, args.steps, args.ddpm_steps)
+        for result in (ms, pt):
+            add_rates(result, pt, peak)
+        report["cases"][case] = {"mindspore": ms, "torch": pt}
+        print_table(case, ms, pt)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(f"\nwritten: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

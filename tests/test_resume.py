@@ -1,0 +1,177 @@
+"""Interruption, resume, numerical faults and failing sweeps, on real subprocesses."""
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import mindspore as ms
+import numpy as np
+import pytest
+
+from ddpm import checkpoint
+from tests.test_cli import CLI_TINY, ROOT, cli, events
+
+STEPS = [o for o in CLI_TINY if not o.startswith(("trainer.steps=", "trainer.checkpoint_every="))]
+LONG = [*STEPS, "trainer.steps=60", "trainer.checkpoint_every=20", "trainer.log_every=5"]
+
+
+def final_weights(run_dir: Path) -> dict[str, np.ndarray]:
+    params, meta = checkpoint.load(run_dir / "checkpoints" / "step_00000060.ckpt")
+    assert meta["step"] == 60
+    return {k: v.asnumpy() for k, v in params.items()}
+
+
+def start(run_dir: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "ddpm.run", *LONG, f"hydra.run.dir={run_dir}", *extra],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_for_training(proc: subprocess.Popen, min_step: int) -> str:
+    """Read the output until tqdm shows `min_step` steps done."""
+    seen = ""
+    while proc.poll() is None:
+        chunk = proc.stdout.read(64)
+        seen += chunk
+        if f"{min_step}/60" in seen:
+            return seen
+    raise AssertionError(f"run ended before step {min_step}:\n{seen[-2000:]}")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict[str, np.ndarray]:
+    run_dir = tmp_path_factory.mktemp("full")
+    proc = cli("-m", "ddpm.run", *LONG, f"hydra.run.dir={run_dir}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return final_weights(run_dir)
+
+
+def test_sigterm_then_resume_matches_an_uninterrupted_run(uninterrupted, tmp_path):
+    proc = start(tmp_path)
+    wait_for_training(proc, 7)
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 128 + signal.SIGTERM, out[-2000:]
+    assert "trainer.resume=" in out
+    _, meta = checkpoint.load(checkpoint.candidates(tmp_path / "checkpoints")[0])
+    stopped_at = meta["step"]
+    assert 7 <= stopped_at < 60
+
+    resumed = cli("-m", "ddpm.run", *LONG, f"hydra.run.dir={tmp_path}", "trainer.resume=latest")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"at step {stopped_at}" in resumed.stdout + resumed.stderr
+    for name, value in final_weights(tmp_path).items():  # bitwise, on CPU
+        np.testing.assert_array_equal(value, uninterrupted[name], err_msg=name)
+    steps = [e.step for e in events(tmp_path).Scalars("train/loss")]
+    assert steps == list(range(5, 61, 5))  # one curve: no duplicate, no missing step
+
+
+def test_resume_refuses_another_model(tmp_path):
+    first = cli("-m", "ddpm.run", *STEPS, "trainer.steps=2", f"hydra.run.dir={tmp_path}")
+    assert first.returncode == 0, first.stderr[-2000:]
+    other = cli(
+        "-m",
+        "ddpm.run",
+        *STEPS,
+        "trainer.steps=4",
+        "block=convnext",
+        "model.dim=16",
+        f"hydra.run.dir={tmp_path / 'new'}",
+        f"trainer.resume={tmp_path}",
+    )
+    assert other.returncode == 2
+    assert "block.name" in other.stderr and "model.dim" in other.stderr
+    longer = cli(
+        "-m",
+        "ddpm.run",
+        *STEPS,
+        "trainer.steps=4",
+        "trainer.log_every=1",
+        f"hydra.run.dir={tmp_path / 'new'}",
+        f"trainer.resume={tmp_path}",
+    )
+    assert longer.returncode == 0, longer.stderr[-2000:]  # more steps, other logging: fine
+
+
+def test_corrupt_latest_falls_back_to_the_previous(tmp_path):
+    ok = cli(
+        "-m",
+        "ddpm.run",
+        *STEPS,
+        "trainer.steps=4",
+        "trainer.checkpoint_every=2",
+        f"hydra.run.dir={tmp_path}",
+    )
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    latest = tmp_path / "checkpoints" / "step_00000004.ckpt"
+    latest.write_bytes(latest.read_bytes()[:1000])  # truncated
+    with pytest.raises(checkpoint.CheckpointError, match=str(latest)):
+        checkpoint.load(latest)
+    again = cli(
+        "-m",
+        "ddpm.run",
+        *STEPS,
+        "trainer.steps=6",
+        f"hydra.run.dir={tmp_path}",
+        "trainer.resume=latest",
+    )
+    assert again.returncode == 0, again.stderr[-2000:]
+    log = again.stdout + again.stderr
+    assert "step_00000004.ckpt" in log and "at step 2" in log
+
+
+def test_exploding_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    proc = cli(
+        "-m",
+        "ddpm.run",
+        *STEPS,
+        "trainer.steps=400",
+        "trainer.lr=1e6",
+        "trainer.warmup_steps=0",
+        "trainer.grad_clip=0",
+        "trainer.checkpoint_every=1",
+        "trainer.keep_checkpoints=1000",
+        "loss=mse",
+        f"hydra.run.dir={tmp_path}",
+    )
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert "non-finite loss or gradient at step" in proc.stderr
+    bad_step = int(proc.stderr.split("error: non-finite loss or gradient at step ")[1].split()[0])
+    saved = sorted(checkpoint.candidates(tmp_path / "checkpoints"))
+    assert saved and all(int(p.stem.split("_")[1]) < bad_step for p in saved)
+    params, _ = checkpoint.load(saved[-1])
+    assert all(
+        np.all(np.isfinite(v.asnumpy())) for k, v in params.items() if isinstance(v, ms.Parameter)
+    )
+
+
+def test_a_failing_run_does_not_stop_the_sweep(tmp_path):
+    proc = cli(
+        "-m",
+        "ddpm.run",
+        "-m",
+        *STEPS,
+        "trainer.steps=2",
+        "model.dim=8,0",
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    assert proc.returncode == 1
+    assert "1 run(s) of the sweep failed" in proc.stderr and "model.dim=0" in proc.stderr
+    good = [p for p in tmp_path.iterdir() if "model.dim=8" in p.name]
+    assert len(good) == 1 and (good[0] / "samples.png").is_file()
+
+
+def test_interrupt_leaves_no_partial_checkpoint(tmp_path):
+    proc = start(tmp_path)
+    wait_for_training(proc, 3)
+    proc.send_signal(signal.SIGINT)  # MindSpore's runtime forwards Ctrl-C as SIGTERM
+    proc.communicate(timeout=300)
+    assert proc.returncode in (128 + signal.SIGINT, 128 + signal.SIGTERM)
+    files = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert "latest" in files and not [f for f in files if "tmp" in f]
+    assert (tmp_path / "checkpoints" / "latest").read_text().strip() in files
