@@ -26,7 +26,6 @@ import ddpm  # noqa: F401  (sets the oneDNN ISA cap before MindSpore loads)
 # isort: split
 import numpy as np
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 CASES = {
     "seed": ["experiment=seed_tutorial"],
     "seed_resnet": ["experiment=seed_tutorial", "block=resnet", "block.groups=2"],
@@ -38,6 +37,8 @@ SAMPLE_N = 64
 def case_config(case: str) -> dict[str, Any]:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
+
+    from ddpm.build import CONF_DIR
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=CASES[case])
@@ -71,7 +72,7 @@ def mindspore_worker(cfg: dict[str, Any], steps: int, ddpm_steps: int | None) ->
     ms.set_device("CPU")
     ms.set_context(mode=ms.GRAPH_MODE)
     ms.set_seed(0)
-    c, size, batch = cfg["dataset"]["channels"], cfg["dataset"]["image_size"], 16
+    c, size = cfg["dataset"]["channels"], cfg["dataset"]["image_size"]
     batch = cfg["trainer"]["batch_size"]
     diffusion = build_diffusion(cfg["schedule"], cfg["objective"])
     net_args = (cfg["model"], cfg["block"], cfg["attention"], c, size)
@@ -101,14 +102,26 @@ def mindspore_worker(cfg: dict[str, Any], steps: int, ddpm_steps: int | None) ->
         shape = (SAMPLE_N, c, size, size)
         return median_time(lambda: p_sample_loop(reverse, plan, shape, seed=0), 1)
 
+    return figures(train, first, forward, sample_time, diffusion.num_timesteps, ddpm_steps)
+
+
+def figures(
+    train: float,
+    first: float,
+    forward: float,
+    sample_time,
+    num_timesteps: int,
+    ddpm_steps: int | None,
+) -> dict[str, float]:
+    """The figures both workers report; sample_time(name, **params) times one sampler."""
     return {
         "train_step_s": train,
         "first_step_s": first,
         "forward_64_s": forward,
         "ddim50_s": sample_time("ddim", steps=50),
-        "ddpm_T_s": ddpm_time(sample_time, diffusion.num_timesteps, ddpm_steps),
+        "ddpm_T_s": ddpm_time(sample_time, num_timesteps, ddpm_steps),
         "peak_rss_mb": peak_rss_mb(),
-        "timesteps": diffusion.num_timesteps,
+        "timesteps": num_timesteps,
     }
 
 
@@ -119,7 +132,9 @@ def ddpm_time(sample_time, num_timesteps: int, cap: int | None) -> float:
     return sample_time("ddim", steps=cap, eta=1.0) * num_timesteps / cap
 
 
-def torch_worker(cfg: dict[str, Any], steps: int, ddpm_steps: int | None) -> dict[str, float]:
+def torch_worker(
+    cfg: dict[str, Any], steps: int, ddpm_steps: int | None, threads: int = 2
+) -> dict[str, float]:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -128,7 +143,7 @@ def torch_worker(cfg: dict[str, Any], steps: int, ddpm_steps: int | None) -> dic
     from ddpm.torch_twin import TrainStep, UNet
 
     torch.manual_seed(0)
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     c, size, batch = (
         cfg["dataset"]["channels"],
         cfg["dataset"]["image_size"],
@@ -153,25 +168,17 @@ def torch_worker(cfg: dict[str, Any], steps: int, ddpm_steps: int | None) -> dic
         forward_flops = counter.get_total_flops()
         forward = median_time(lambda: net(xs, ts), max(3, steps // 2))
 
-        def sample_time(name: str, steps: int | None = None, **_: Any) -> float:
-            n = diffusion.num_timesteps if name == "ddpm" else steps
-            start = time.perf_counter()
-            for _ in range(n):  # one network call plus the same elementwise update per step
-                out = net(xs, ts)
-                _ = 0.3 * out.clamp(-1, 1) + 0.9 * xs + 0.1 * torch.randn_like(xs)
-            return time.perf_counter() - start
+    @torch.no_grad()
+    def sample_time(name: str, steps: int | None = None, **_: Any) -> float:
+        n = diffusion.num_timesteps if name == "ddpm" else steps
+        start = time.perf_counter()
+        x = xs
+        for _ in range(n):  # one network call plus the same elementwise update per step
+            x = 0.3 * net(x, ts).clamp(-1, 1) + 0.9 * x + 0.1 * torch.randn_like(x)
+        return time.perf_counter() - start
 
-    return {
-        "train_step_s": train,
-        "first_step_s": first,
-        "forward_64_s": forward,
-        "ddim50_s": sample_time("ddim", steps=50),
-        "ddpm_T_s": ddpm_time(sample_time, diffusion.num_timesteps, ddpm_steps),
-        "peak_rss_mb": peak_rss_mb(),
-        "train_gflop": train_flops / 1e9,
-        "forward_64_gflop": forward_flops / 1e9,
-        "timesteps": diffusion.num_timesteps,
-    }
+    result = figures(train, first, forward, sample_time, diffusion.num_timesteps, ddpm_steps)
+    return {**result, "train_gflop": train_flops / 1e9, "forward_64_gflop": forward_flops / 1e9}
 
 
 def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> tuple[float, str]:
@@ -190,18 +197,10 @@ def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> tuple[float, str]:
 
 
 # ---- the parent: run workers, print and save -------------------------------------------
-def run_worker(framework: str, case: str, steps: int, ddpm_steps: int | None) -> dict | None:
-    cmd = [
-        sys.executable,
-        "-m",
-        "ddpm.bench",
-        "--worker",
-        framework,
-        "--cases",
-        case,
-        "--steps",
-        str(steps),
-    ] + (["--ddpm-steps", str(ddpm_steps)] if ddpm_steps else [])
+def run_worker(framework: str, case: str, args: argparse.Namespace) -> dict | None:
+    cmd = [sys.executable, "-m", "ddpm.bench", "--worker", framework, "--cases", case]
+    cmd += ["--steps", str(args.steps), "--torch-threads", str(args.torch_threads)]
+    cmd += ["--ddpm-steps", str(args.ddpm_steps)] if args.ddpm_steps else []
     proc = subprocess.run(cmd, capture_output=True, text=True)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
@@ -247,20 +246,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cases", default="seed,seed_resnet", help=f"comma list of {list(CASES)}")
     p.add_argument("--steps", type=int, default=10, help="timed train steps per case")
     p.add_argument("--ddpm-steps", type=int, help="time DDPM on this many steps, scaled to T")
+    p.add_argument("--torch-threads", type=int, default=2, help="PyTorch intra-op threads")
     p.add_argument("--out", type=Path, default=Path("bench_results/bench.json"))
     p.add_argument("--worker", choices=["mindspore", "torch"], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     cases = args.cases.split(",")
-    if args.worker:
-        worker = mindspore_worker if args.worker == "mindspore" else torch_worker
-        print(json.dumps(worker(case_config(cases[0]), args.steps, args.ddpm_steps)))
+    if args.worker == "mindspore":
+        print(json.dumps(mindspore_worker(case_config(cases[0]), args.steps, args.ddpm_steps)))
+        return 0
+    if args.worker == "torch":
+        cfg = case_config(cases[0])
+        print(json.dumps(torch_worker(cfg, args.steps, args.ddpm_steps, args.torch_threads)))
         return 0
     peak, peak_src = matmul_peak_gflops()
     print(f"fp32 matmul peak (2048^2, {peak_src}): {peak:.0f} GFLOP/s")
-    report: dict[str, Any] = {"matmul_peak_gflops": peak, "cases": {}}
+    print(f"PyTorch intra-op threads: {args.torch_threads}; MindSpore's CPU kernels use one core")
+    report: dict[str, Any] = {
+        "matmul_peak_gflops": peak,
+        "torch_threads": args.torch_threads,
+        "cases": {},
+    }
     for case in cases:
-        pt = run_worker("torch", case, args.steps, args.ddpm_steps)
-        ms = run_worker("mindspore", case, args.steps, args.ddpm_steps)
+        pt = run_worker("torch", case, args)
+        ms = run_worker("mindspore", case, args)
         for result in (ms, pt):
             add_rates(result, pt, peak)
         report["cases"][case] = {"mindspore": ms, "torch": pt}

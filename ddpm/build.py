@@ -16,6 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 from ddpm.data import ImageData, load_images
 from ddpm.data.pipeline import steps_per_epoch
 from ddpm.diffusion import GaussianDiffusion
+from ddpm.evaluate.classifier import load as load_feature_space
+from ddpm.evaluate.evaluator import Evaluator
 from ddpm.losses import LOSSES, loss_weights
 from ddpm.nn import ATTENTIONS, BLOCKS
 from ddpm.nn.unet import UNet, attention_factory
@@ -26,6 +28,7 @@ from ddpm.schedules import make_betas
 from ddpm.train_step import DenoisingLoss, ReverseStep, TrainStep
 from ddpm.trainer import RunParts, Trainer, TrainerConfig
 
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 MODELS = Registry("model")
 MODELS.register("unet")(UNet)
 TRAINERS = Registry("trainer")
@@ -124,6 +127,15 @@ def build_data(dataset: dict[str, Any], split: str = "train") -> ImageData:
     return ImageData(images, random_flip=dataset.get("random_flip", True))
 
 
+def build_evaluator(trainer: dict[str, Any], dataset: dict[str, Any]) -> Evaluator | None:
+    """The sample-quality evaluator when trainer.eval_n > 0 (needs a fitted feature network)."""
+    if not trainer.get("eval_n"):
+        return None
+    return Evaluator(
+        load_feature_space(dataset["name"], dataset["channels"], dataset["image_size"])
+    )
+
+
 def build_plan(sampler: dict[str, Any], diffusion: GaussianDiffusion) -> SamplerPlan:
     params = {k: v for k, v in sampler.items() if k not in ("name", "clip_denoised")}
     return _call("sampler", make_plan, diffusion, sampler["name"], **params)
@@ -207,6 +219,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> Trainer:
         hparams=hparams(cfg, steps, diffusion),
         config_text=OmegaConf.to_yaml(cfg, resolve=True),
         fingerprint=model_fingerprint(cfg),
+        evaluator=build_evaluator(trainer, section(cfg, "dataset")),
     )
     keys = TrainerConfig.__dataclass_fields__
     tcfg = TrainerConfig(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import ddpm  # noqa: F401  (sets the oneDNN ISA cap before MindSpore loads)
@@ -17,10 +18,12 @@ import ddpm  # noqa: F401  (sets the oneDNN ISA cap before MindSpore loads)
 # isort: split
 import mindspore as ms
 import numpy as np
+from mindspore import nn
 from omegaconf import DictConfig, OmegaConf
 
 from ddpm import checkpoint
-from ddpm.build import build_diffusion, build_network, build_plan, section
+from ddpm.build import CONF_DIR, build_diffusion, build_network, build_plan, section
+from ddpm.diffusion import GaussianDiffusion
 from ddpm.generate import p_sample_loop
 from ddpm.images import make_grid, save_gif, save_png, to_uint8
 from ddpm.train_step import ReverseStep, load_ema
@@ -47,7 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def sampler_section(cfg: DictConfig, args: argparse.Namespace) -> dict:
     """The run's sampler config, with the command line's choices applied."""
     if args.sampler and args.sampler != cfg.sampler.name:
-        conf = Path(__file__).resolve().parent.parent / "conf" / "sampler" / f"{args.sampler}.yaml"
+        conf = CONF_DIR / "sampler" / f"{args.sampler}.yaml"
         sampler = OmegaConf.to_container(OmegaConf.load(conf))
     else:
         sampler = section(cfg, "sampler")
@@ -57,22 +60,45 @@ def sampler_section(cfg: DictConfig, args: argparse.Namespace) -> dict:
     return sampler
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    cfg = OmegaConf.load(args.run_dir / ".hydra" / "config.yaml")
+@dataclass
+class LoadedRun:
+    cfg: DictConfig
+    diffusion: GaussianDiffusion
+    network: nn.Cell  # with the EMA weights
+    checkpoint: Path
+    step: int
+
+
+def load_run(run_dir: Path, ckpt: Path | None = None) -> LoadedRun:
+    """A finished run's config and EMA network (from `ckpt`, default its latest checkpoint)."""
+    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
     ms.set_device(cfg.runtime.device)
     ms.set_context(mode=ms.GRAPH_MODE)
-    ckpt = args.checkpoint or next(iter(checkpoint.candidates(args.run_dir / "checkpoints")), None)
+    ckpt = ckpt or next(iter(checkpoint.candidates(run_dir / "checkpoints")), None)
     if ckpt is None:
-        print(f"error: no checkpoint under {args.run_dir / 'checkpoints'}", file=sys.stderr)
-        return 2
+        raise checkpoint.CheckpointError(f"no checkpoint under {run_dir / 'checkpoints'}")
     params, meta = checkpoint.load(ckpt)
     diffusion = build_diffusion(section(cfg, "schedule"), section(cfg, "objective"))
-    c, size = cfg.dataset.channels, cfg.dataset.image_size
     network = build_network(
-        section(cfg, "model"), section(cfg, "block"), section(cfg, "attention"), c, size
+        section(cfg, "model"),
+        section(cfg, "block"),
+        section(cfg, "attention"),
+        cfg.dataset.channels,
+        cfg.dataset.image_size,
     )
     load_ema(network, params)
+    return LoadedRun(cfg, diffusion, network, ckpt, int(meta["step"]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        run = load_run(args.run_dir, args.checkpoint)
+    except checkpoint.CheckpointError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    cfg, diffusion, network = run.cfg, run.diffusion, run.network
+    c, size = cfg.dataset.channels, cfg.dataset.image_size
     sampler = sampler_section(cfg, args)
     step = ReverseStep(network, diffusion.objective, sampler.get("clip_denoised", True))
     frames: list[np.ndarray] = []
@@ -93,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.gif:
         save_gif(frames, stem.with_suffix(".gif"))
     print(
-        f"{args.n} samples from step {meta['step']} ({ckpt.name}) with {sampler['name']} "
+        f"{args.n} samples from step {run.step} ({run.checkpoint.name}) with {sampler['name']} "
         f"({plan.num_steps} steps) -> {stem}.png/.npz{'/.gif' if args.gif else ''}"
     )
     return 0

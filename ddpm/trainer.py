@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import time
@@ -18,6 +19,7 @@ from tqdm import tqdm
 from ddpm import checkpoint
 from ddpm.data import ImageData, batch_stream
 from ddpm.diffusion import GaussianDiffusion, q_sample
+from ddpm.evaluate.evaluator import Evaluator, draw
 from ddpm.generate import p_sample_loop
 from ddpm.images import make_grid, save_png, to_uint8
 from ddpm.logger import TensorBoardLogger
@@ -52,6 +54,8 @@ class TrainerConfig:
     checkpoint_every: int = 0  # 0: only at the end
     keep_checkpoints: int = 3
     skip_nonfinite: bool = False  # skip (and count) NaN/inf steps instead of stopping
+    eval_every: int = 0  # 0: evaluate only at the end, if an evaluator is given
+    eval_n: int = 0  # samples per evaluation; 0 disables evaluation
 
 
 @dataclass
@@ -68,6 +72,7 @@ class RunParts:
     hparams: dict[str, Any] = field(default_factory=dict)
     config_text: str = ""
     fingerprint: dict[str, Any] = field(default_factory=dict)
+    evaluator: Evaluator | None = None  # sample-quality metrics (trainer.eval_n > 0)
 
 
 @dataclass
@@ -90,12 +95,14 @@ class Trainer:
         self.last_loss = float("nan")
         self.skipped = 0
         self.images_per_s = float("nan")
+        self.started = time.time()
         self._signal: int | None = None
 
     # ---- the loop -------------------------------------------------------------------
     def fit(self) -> dict[str, float]:
         """Train from self.step to cfg.steps; returns the final metrics."""
         self.logger = TensorBoardLogger(self.run_dir, purge_step=self.step or None)
+        self.started = time.time()
         self._announce()
         batches = batch_stream(self.parts.data, self.cfg.batch_size, self.seed, self.step)
         window = _Window()
@@ -181,6 +188,9 @@ class Trainer:
         every = self.cfg.checkpoint_every
         if every and self.step % every == 0 and self.step < self.cfg.steps:
             self.save_checkpoint()
+        every = self.cfg.eval_every
+        if every and self.step % every == 0 and self.step < self.cfg.steps:
+            self.evaluate()
 
     # ---- logging --------------------------------------------------------------------
     def _announce(self) -> None:
@@ -188,7 +198,10 @@ class Trainer:
         ab_T = self.parts.diffusion.terminal_alpha_bar()
         self.logger.scalars({"schedule/alpha_bar_T": ab_T}, self.step)
         self.logger.text("config", f"```\n{self.parts.config_text}\n```", self.step)
-        self.logger.hparams_start(self.parts.hparams, ["hparam/final_loss", "hparam/images_per_s"])
+        metric_tags = ["hparam/final_loss", "hparam/images_per_s"]
+        if self.parts.evaluator is not None:
+            metric_tags += ["hparam/fd", "hparam/is", "hparam/precision", "hparam/recall"]
+        self.logger.hparams_start(self.parts.hparams, metric_tags)
         if self.step == 0:
             self.logger.image("data/forward_process", self._forward_strip(), 0)
 
@@ -205,6 +218,8 @@ class Trainer:
         return make_grid(to_uint8(np.concatenate(strip)), nrow=columns)
 
     def _log_window(self, window: _Window) -> dict[str, str]:
+        if not window.losses:  # every step of the window was skipped as non-finite
+            return {"skipped": str(self.skipped)}
         losses = np.concatenate(window.losses)
         ts = np.concatenate(window.timesteps)
         seconds = time.perf_counter() - window.start
@@ -239,6 +254,25 @@ class Trainer:
         self.logger.image("samples/ema", grid, self.step)
         save_png(grid, self.run_dir / "samples" / f"step_{self.step:08d}.png")
         return x
+
+    def evaluate(self) -> dict[str, float]:
+        """FD, IS, precision and recall of eval_n EMA samples; logged as eval/*."""
+        if self.parts.evaluator is None:
+            return {}
+        load_ema(self.parts.ema_network, {p.name: p for p in self.parts.train_step.ema})
+        batch = min(self.cfg.sample_n, self.cfg.eval_n)
+        samples = draw(
+            self.parts.reverse_step,
+            self.parts.plan,
+            self.cfg.eval_n,
+            self.parts.data.shape,
+            batch,
+            seed=self.seed + 10_000,
+        )
+        metrics = self.parts.evaluator.metrics(samples)
+        scalars = {f"eval/{k}": v for k, v in metrics.items() if isinstance(v, float)}
+        self.logger.scalars(scalars, self.step)
+        return scalars
 
     def checkpoint_meta(self) -> dict[str, Any]:
         return {
@@ -284,6 +318,10 @@ class Trainer:
             "hparam/final_loss": self.last_loss,
             "hparam/images_per_s": self.images_per_s,
         }
+        for key, value in self.evaluate().items():  # eval/fd -> hparam/fd, ...
+            metrics["hparam/" + key.split("/")[1]] = value
         self.logger.hparams_end(metrics, self.step)
         self.logger.close()
+        summary = {**metrics, "steps": self.step, "wall_seconds": time.time() - self.started}
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         return metrics

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import ddpm  # noqa: F401  (sets the oneDNN ISA cap before MindSpore loads)
 
 # isort: split
@@ -11,7 +9,7 @@ import mindspore as ms
 import pytest
 from hydra import compose, initialize_config_dir
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+from ddpm.build import CONF_DIR
 
 # Overrides that keep every option of every group tiny: two levels of width 8 and 16.
 TINY = [

@@ -38,6 +38,24 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, np.uint8, offset=header).reshape(shape)
 
 
+def read_idx_labels(path: Path) -> np.ndarray:
+    labels = read_idx(path)
+    if labels.ndim != 1:
+        raise DatasetError(f"{path} holds an array of shape {labels.shape}, expected [N] labels")
+    return labels.astype(np.int64)
+
+
+def read_cifar_labels(paths: list[Path]) -> np.ndarray:
+    labels = []
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                labels.append(np.asarray(pickle.load(f, encoding="bytes")[b"labels"], np.int64))
+        except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError) as err:
+            raise DatasetError(f"cannot read CIFAR labels from {path}: {err!r}") from err
+    return np.concatenate(labels)
+
+
 def read_idx_images(path: Path) -> np.ndarray:
     images = read_idx(path)
     if images.ndim != 3:

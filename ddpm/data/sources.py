@@ -21,7 +21,9 @@ import numpy as np
 from ddpm.data.formats import (
     DatasetError,
     read_cifar_batches,
+    read_cifar_labels,
     read_idx_images,
+    read_idx_labels,
     read_image_folder,
 )
 from ddpm.registry import Registry
@@ -31,6 +33,10 @@ DATASETS = Registry("dataset")
 IDX_FILES = {
     "train": "train-images-idx3-ubyte.gz",
     "test": "t10k-images-idx3-ubyte.gz",
+}
+IDX_LABELS = {
+    "train": "train-labels-idx1-ubyte.gz",
+    "test": "t10k-labels-idx1-ubyte.gz",
 }
 
 
@@ -45,16 +51,24 @@ class Source:
     system_dirs: tuple[str, ...] = ()
     how_to_get: str = ""
     archive: str | None = None  # downloaded file to extract into root, if any
+    read_labels: Callable[[Path, str], np.ndarray] | None = None  # (root, split) -> int [N]
 
 
 def _idx_reader(root: Path, split: str, image_size: int, channels: int) -> np.ndarray:
     return read_idx_images(root / IDX_FILES[split])
 
 
-def _cifar_reader(root: Path, split: str, image_size: int, channels: int) -> np.ndarray:
-    folder = root / "cifar-10-batches-py"
+def _idx_labels(root: Path, split: str) -> np.ndarray:
+    return read_idx_labels(root / IDX_LABELS[split])
+
+
+def _cifar_files(root: Path, split: str) -> list[Path]:
     names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
-    return read_cifar_batches([folder / n for n in names])
+    return [root / "cifar-10-batches-py" / n for n in names]
+
+
+def _cifar_reader(root: Path, split: str, image_size: int, channels: int) -> np.ndarray:
+    return read_cifar_batches(_cifar_files(root, split))
 
 
 FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
@@ -68,7 +82,10 @@ for _src in (
         urls={
             "train-images-idx3-ubyte.gz": (FASHION_URL, "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
             "t10k-images-idx3-ubyte.gz": (FASHION_URL, "bef4ecab320f06d8554ea6380940ec79"),
+            "train-labels-idx1-ubyte.gz": (FASHION_URL, "25c81989df183df01b3e8a0aad5dffbe"),
+            "t10k-labels-idx1-ubyte.gz": (FASHION_URL, "bb300cfdad3c16e7a12a480ee83cd310"),
         },
+        read_labels=_idx_labels,
         system_dirs=("/usr/share/datasets/fashion-mnist",),
         how_to_get="apt-get install dataset-fashion-mnist  (Debian/Ubuntu), or run once online",
     ),
@@ -79,7 +96,10 @@ for _src in (
         urls={
             "train-images-idx3-ubyte.gz": (MNIST_URL, "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
             "t10k-images-idx3-ubyte.gz": (MNIST_URL, "9fb629c4189551a2d022fa330f9573f3"),
+            "train-labels-idx1-ubyte.gz": (MNIST_URL, "d53e105ee54ea40749a09fcbcd1e9432"),
+            "t10k-labels-idx1-ubyte.gz": (MNIST_URL, "ec29112dd5afa0611ce80d1b7f02629c"),
         },
+        read_labels=_idx_labels,
         system_dirs=("/usr/share/datasets/mnist",),
         how_to_get="run once online, or copy the four IDX .gz files into one of these folders",
     ),
@@ -94,6 +114,7 @@ for _src in (
             )
         },
         archive="cifar-10-python.tar.gz",
+        read_labels=lambda root, split: read_cifar_labels(_cifar_files(root, split)),
         how_to_get="run once online, or extract cifar-10-python.tar.gz into one of these folders",
     ),
     Source(
@@ -181,3 +202,16 @@ def load_images(
     """uint8 images [N, H, W, C] of dataset `name`, split 'train' or 'test'."""
     source = DATASETS.get(name)
     return source.read(locate(source, root, download), split, image_size, channels)
+
+
+def load_labels(
+    name: str, *, split: str = "train", root: str | None = None, download: bool = True
+) -> np.ndarray:
+    """int64 class labels [N] of a labelled dataset, in the order of load_images."""
+    source = DATASETS.get(name)
+    if source.read_labels is None:
+        raise DatasetError(f"dataset {name!r} has no labels")
+    folder = locate(source, root, download)
+    if not all((folder / f).is_file() for f in source.urls if "labels" in f):
+        raise DatasetError(f"no label files for {name!r} in {folder}")
+    return source.read_labels(folder, split)

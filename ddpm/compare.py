@@ -1,0 +1,80 @@
+"""Tabulate a sweep: `python -m ddpm.compare <sweep dir>`.
+
+One row per run: its config-group choices, final loss, FD, IS, precision, recall,
+images/s and wall time (from summary.json, and metrics.json when `ddpm.evaluate` ran).
+Sorted by FD when present, else by final loss. Also writes compare.md and compare.csv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+GROUPS = ("schedule", "block", "attention", "loss", "objective", "sampler")
+NUMBERS = ("final_loss", "fd", "is", "precision", "recall", "images_per_s", "wall_s")
+
+
+def read_run(run_dir: Path) -> dict[str, Any]:
+    """One run's row; missing figures are NaN, a failed run says so."""
+    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    row: dict[str, Any] = {"run": run_dir.name, **{g: cfg[g].name for g in GROUPS}}
+    row.update(dict.fromkeys(NUMBERS, math.nan), status="ok")
+    summary = _json(run_dir / "summary.json")
+    row["final_loss"] = summary.get("hparam/final_loss", math.nan)
+    row["images_per_s"] = summary.get("hparam/images_per_s", math.nan)
+    row["wall_s"] = summary.get("wall_seconds", math.nan)
+    for key in ("fd", "is", "precision", "recall"):  # from training, then ddpm.evaluate
+        row[key] = _json(run_dir / "metrics.json").get(key, summary.get(f"hparam/{key}", math.nan))
+    if (run_dir / "FAILED").is_file():
+        row["status"] = "failed: " + (run_dir / "FAILED").read_text().strip()
+    elif not summary:
+        row["status"] = "unfinished"
+    return row
+
+
+def _json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def collect(sweep_dir: Path) -> list[dict[str, Any]]:
+    runs = sorted(p.parent.parent for p in sweep_dir.glob("*/.hydra/config.yaml"))
+    rows = [read_run(r) for r in runs]
+    key = "fd" if any(not math.isnan(r["fd"]) for r in rows) else "final_loss"
+    return sorted(rows, key=lambda r: (math.isnan(r[key]), r[key]))
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    cols = ["run", *GROUPS, *NUMBERS, "status"]
+    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ddpm.compare", description=__doc__)
+    p.add_argument("sweep_dir", type=Path)
+    args = p.parse_args(argv)
+    rows = collect(args.sweep_dir)
+    if not rows:
+        print(f"error: no runs (*/.hydra/config.yaml) under {args.sweep_dir}", file=sys.stderr)
+        return 2
+    table = markdown(rows)
+    (args.sweep_dir / "compare.md").write_text(table)
+    with open(args.sweep_dir / "compare.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    print(table + f"\nwritten: {args.sweep_dir / 'compare.md'}, {args.sweep_dir / 'compare.csv'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

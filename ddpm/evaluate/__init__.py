@@ -1,0 +1,1 @@
+"""Sample quality: a feature network per dataset, and FD / IS / precision / recall on it."""

@@ -1,0 +1,50 @@
+"""Metrics of a network's samples against the test set, in the cached feature space."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ddpm.evaluate.classifier import FeatureSpace, predict
+from ddpm.evaluate.metrics import (
+    class_histogram,
+    feature_stats,
+    frechet_distance,
+    inception_score,
+    precision_recall,
+)
+from ddpm.generate import p_sample_loop
+from ddpm.sampling import SamplerPlan
+from ddpm.train_step import ReverseStep
+
+
+@dataclass
+class Evaluator:
+    space: FeatureSpace
+    k: int = 3  # neighbours for precision/recall
+
+    def metrics(self, samples: np.ndarray) -> dict[str, float | list[float]]:
+        """FD, IS, precision, recall and class histogram of samples [N, C, H, W] in [-1, 1]."""
+        features, probs = predict(self.space.net, samples.astype(np.float32))
+        mu, sigma = feature_stats(features)
+        reals = self.space.test_features[: max(len(features), 2 * self.k)]
+        precision, recall = precision_recall(reals, features, self.k)
+        return {
+            "fd": frechet_distance(mu, sigma, self.space.mu, self.space.sigma),
+            "is": inception_score(probs),
+            "precision": precision,
+            "recall": recall,
+            "class_histogram": class_histogram(probs).round(4).tolist(),
+            "n": len(samples),
+        }
+
+
+def draw(
+    step: ReverseStep, plan: SamplerPlan, n: int, shape: tuple[int, int, int], batch: int, seed: int
+) -> np.ndarray:
+    """n samples [n, C, H, W] in fixed-size batches (one compiled shape), seeds seed, seed+1..."""
+    chunks = [
+        p_sample_loop(step, plan, (batch, *shape), seed=seed + i) for i in range(-(-n // batch))
+    ]
+    return np.concatenate(chunks)[:n]

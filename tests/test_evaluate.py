@@ -1,0 +1,150 @@
+"""Sample-quality metrics: closed forms, a real feature network, and the CLIs."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ddpm.data import load_images
+from ddpm.data.sources import load_labels
+from ddpm.evaluate import classifier
+from ddpm.evaluate.metrics import (
+    class_histogram,
+    feature_stats,
+    frechet_distance,
+    inception_score,
+    precision_recall,
+)
+
+
+def test_fd_closed_forms():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5000, 6)) @ rng.standard_normal((6, 6))
+    mu, sigma = feature_stats(x)
+    assert frechet_distance(mu, sigma, mu, sigma) == pytest.approx(0.0, abs=1e-8)
+    shift = np.arange(6.0)
+    assert frechet_distance(mu + shift, sigma, mu, sigma) == pytest.approx(shift @ shift)
+    a, b = np.diag([1.0, 4.0]), np.diag([9.0, 1.0])  # diagonal: sum (sqrt a - sqrt b)^2
+    assert frechet_distance(np.zeros(2), a, np.zeros(2), b) == pytest.approx(4.0 + 1.0)
+
+
+def test_inception_score_and_histogram():
+    k = 10
+    one_hot = np.eye(k)[np.arange(1000) % k]
+    assert inception_score(one_hot) == pytest.approx(k, rel=1e-6)  # confident and diverse
+    assert inception_score(np.full((100, k), 1 / k)) == pytest.approx(1.0)  # no information
+    collapsed = np.eye(k)[np.zeros(100, int)]
+    assert inception_score(collapsed) == pytest.approx(1.0)
+    assert class_histogram(collapsed)[0] == 1.0 and class_histogram(one_hot).max() == 0.1
+
+
+def test_precision_recall():
+    rng = np.random.default_rng(1)
+    real = rng.standard_normal((500, 4))
+    assert precision_recall(real, real) == (1.0, 1.0)
+    assert precision_recall(real, real + 100.0) == (0.0, 0.0)
+    narrow = real[:250] * 0.1  # mode-dropping samples: precise but low recall
+    precision, recall = precision_recall(real, narrow)
+    assert precision > 0.9 and recall < 0.5
+
+
+@pytest.fixture(scope="module")
+def feature_cache(tmp_path_factory):
+    """A real feature network fitted on 12,000 Fashion-MNIST images, in a private cache."""
+    cache = tmp_path_factory.mktemp("cache")
+    env = {**os.environ, "DDPM_CACHE": str(cache)}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ddpm.evaluate.fit_features",
+            "dataset=fashion_mnist",
+            "--epochs",
+            "2",
+            "--limit",
+            "12000",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "test accuracy" in proc.stdout
+    return cache
+
+
+def test_feature_network_separates_data_from_noise(feature_cache, monkeypatch):
+    monkeypatch.setenv("DDPM_CACHE", str(feature_cache))
+    meta = json.loads((feature_cache / "features" / "fashion_mnist" / "meta.json").read_text())
+    assert meta["accuracy"] > 0.78  # 2 epochs on 20% of the data; the full fit reports ~0.9
+    space = classifier.load("fashion_mnist", 1, 28)
+    test = classifier.to_model_space(load_images("fashion_mnist", split="test"))
+    labels = load_labels("fashion_mnist", split="test")
+    feats, probs = classifier.predict(space.net, test[:4000])
+    assert (probs.argmax(1) == labels[:4000]).mean() == pytest.approx(meta["accuracy"], abs=0.03)
+    half_a, half_b = feats[:2000], feats[2000:]
+    fd_halves = frechet_distance(*feature_stats(half_a), *feature_stats(half_b))
+    noise = np.random.default_rng(0).uniform(-1, 1, (2000, 1, 28, 28)).astype(np.float32)
+    fd_noise = frechet_distance(
+        *feature_stats(classifier.predict(space.net, noise)[0]), space.mu, space.sigma
+    )
+    assert fd_noise > 20 * fd_halves
+    _, recall = precision_recall(half_a, half_b)
+    assert recall > 0.8
+
+
+def test_evaluate_and_compare_clis(feature_cache, tmp_path):
+    from tests.test_cli import cli
+
+    env_cache = {"DDPM_CACHE": str(feature_cache)}
+    sweep = tmp_path / "sweep"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ddpm.run",
+            "-m",
+            "experiment=tiny",
+            "block=resnet,convnext",
+            "trainer.eval_n=8",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        env={**os.environ, **env_cache},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run = next(p for p in sweep.iterdir() if "block=resnet" in p.name)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["hparam/fd"] > 0 and 1.0 <= summary["hparam/is"] <= 10.0
+    evaluated = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ddpm.evaluate",
+            str(run),
+            "--n",
+            "16",
+            "--batch",
+            "8",
+            "--steps",
+            "5",
+        ],
+        env={**os.environ, **env_cache},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["n"] == 16 and len(metrics["class_histogram"]) == 10
+    table = cli("-m", "ddpm.compare", str(sweep))
+    assert table.returncode == 0, table.stderr[-2000:]
+    rows = (sweep / "compare.csv").read_text().splitlines()
+    assert len(rows) == 3 and "convnext" in (sweep / "compare.md").read_text()
+    assert f"{metrics['fd']:.4g}" in (sweep / "compare.md").read_text()
