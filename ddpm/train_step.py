@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
-from mindspore import dtype as mstype
 
 from ddpm.diffusion import GaussianDiffusion, predict_x0, q_sample, training_target
 from ddpm.losses import LOSSES
@@ -145,7 +144,3 @@ class ReverseStep(nn.Cell):
         if self.clip:
             x0 = ops.clamp(x0, -1.0, 1.0)
         return a * x0 + b * x_t + sigma * noise, x0
-
-
-def as_tensor(array: np.ndarray, dtype=mstype.float32) -> Tensor:
-    return Tensor(np.ascontiguousarray(array), dtype)

@@ -182,15 +182,16 @@ class Trainer:
         )
 
     def _periodic(self) -> None:
-        every = self.cfg.sample_every
-        if every and self.step % every == 0 and self.step < self.cfg.steps:
+        """Mid-run samples, checkpoints and evaluations; the final ones come from _finish."""
+        if self._due(self.cfg.sample_every):
             self.sample_and_log()
-        every = self.cfg.checkpoint_every
-        if every and self.step % every == 0 and self.step < self.cfg.steps:
+        if self._due(self.cfg.checkpoint_every):
             self.save_checkpoint()
-        every = self.cfg.eval_every
-        if every and self.step % every == 0 and self.step < self.cfg.steps:
+        if self._due(self.cfg.eval_every):
             self.evaluate()
+
+    def _due(self, every: int) -> bool:
+        return every > 0 and self.step % every == 0 and self.step < self.cfg.steps
 
     # ---- logging --------------------------------------------------------------------
     def _announce(self) -> None:
