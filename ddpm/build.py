@@ -98,6 +98,19 @@ def build_network(
     )
 
 
+def build_denoiser(cfg: DictConfig) -> tuple[GaussianDiffusion, UNet]:
+    """The diffusion and a freshly initialised network of a composed or saved run config."""
+    diffusion = build_diffusion(section(cfg, "schedule"), section(cfg, "objective"))
+    network = build_network(
+        section(cfg, "model"),
+        section(cfg, "block"),
+        section(cfg, "attention"),
+        cfg.dataset.channels,
+        cfg.dataset.image_size,
+    )
+    return diffusion, network
+
+
 def build_loss_weights(loss: dict[str, Any], diffusion: GaussianDiffusion) -> np.ndarray:
     LOSSES.get(loss["name"])
     return loss_weights(

@@ -22,7 +22,7 @@ from mindspore import nn
 from omegaconf import DictConfig, OmegaConf
 
 from ddpm import checkpoint
-from ddpm.build import CONF_DIR, build_diffusion, build_network, build_plan, section
+from ddpm.build import CONF_DIR, build_denoiser, build_plan, section
 from ddpm.diffusion import GaussianDiffusion
 from ddpm.generate import p_sample_loop
 from ddpm.images import make_grid, save_gif, save_png, to_uint8
@@ -78,14 +78,7 @@ def load_run(run_dir: Path, ckpt: Path | None = None) -> LoadedRun:
     if ckpt is None:
         raise checkpoint.CheckpointError(f"no checkpoint under {run_dir / 'checkpoints'}")
     params, meta = checkpoint.load(ckpt)
-    diffusion = build_diffusion(section(cfg, "schedule"), section(cfg, "objective"))
-    network = build_network(
-        section(cfg, "model"),
-        section(cfg, "block"),
-        section(cfg, "attention"),
-        cfg.dataset.channels,
-        cfg.dataset.image_size,
-    )
+    diffusion, network = build_denoiser(cfg)
     load_ema(network, params)
     return LoadedRun(cfg, diffusion, network, ckpt, int(meta["step"]))
 

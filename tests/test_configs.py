@@ -11,7 +11,7 @@ from ddpm.build import (
     MODELS,
     TRAINERS,
     build_data,
-    build_diffusion,
+    build_denoiser,
     build_loss_weights,
     build_network,
     build_plan,
@@ -58,14 +58,7 @@ def test_registry_rejects_duplicates():
 
 
 def tiny_forward(cfg):
-    diffusion = build_diffusion(section(cfg, "schedule"), section(cfg, "objective"))
-    net = build_network(
-        section(cfg, "model"),
-        section(cfg, "block"),
-        section(cfg, "attention"),
-        cfg.dataset.channels,
-        cfg.dataset.image_size,
-    )
+    diffusion, net = build_denoiser(cfg)
     size = cfg.dataset.image_size
     x = Tensor(
         np.random.default_rng(0).standard_normal(
