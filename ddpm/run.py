@@ -104,20 +104,25 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     return metrics
 
 
+def exit_code(err: BaseException) -> int | None:
+    """The exit code of an expected failure (subclasses included); None for a bug."""
+    return next((code for kind, code in EXIT_CODES.items() if isinstance(err, kind)), None)
+
+
 def fail(err: BaseException, run_dir: Path, multirun: bool) -> float:
     """Report a failed run. A sweep goes on (ddpm.callbacks sums up); a single run exits."""
     if isinstance(err, Interrupted):
         log.warning("interrupted: %s. Resume with trainer.resume=%s", err, err.path.parent.parent)
         sys.exit(128 + err.signum)  # also stops a sweep: the user asked to stop
-    known = type(err) in EXIT_CODES or isinstance(err, CheckpointError)
-    message = str(err) if known else "".join(traceback.format_exception(err))
+    code = exit_code(err)
+    message = str(err) if code else "".join(traceback.format_exception(err))
     log.error("%s", message)
     if multirun:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / FAILED_MARKER).write_text(f"{type(err).__name__}: {err}\n")
         return float("nan")
     print(f"error: {err}", file=sys.stderr)
-    sys.exit(EXIT_CODES.get(type(err), 2 if known else 1))
+    sys.exit(code or 1)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

@@ -241,9 +241,13 @@ class Trainer:
         return {"loss": f"{self.last_loss:.4f}", "img/s": f"{images_per_s:.1f}"}
 
     # ---- sampling and checkpoints ---------------------------------------------------
+    def _sync_ema(self) -> None:
+        """Copy the current EMA weights into the network the reverse step samples with."""
+        load_ema(self.parts.ema_network, {p.name: p for p in self.parts.train_step.ema})
+
     def sample_and_log(self) -> np.ndarray:
         """Draw cfg.sample_n samples from the EMA weights; log and save the grid."""
-        load_ema(self.parts.ema_network, {p.name: p for p in self.parts.train_step.ema})
+        self._sync_ema()
         c, h, w = self.parts.data.shape
         x = p_sample_loop(
             self.parts.reverse_step,
@@ -260,7 +264,7 @@ class Trainer:
         """FD, IS, precision and recall of eval_n EMA samples; logged as eval/*."""
         if self.parts.evaluator is None:
             return {}
-        load_ema(self.parts.ema_network, {p.name: p for p in self.parts.train_step.ema})
+        self._sync_ema()
         batch = min(self.cfg.sample_n, self.cfg.eval_n)
         samples = draw(
             self.parts.reverse_step,
