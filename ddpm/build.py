@@ -16,7 +16,9 @@ from omegaconf import DictConfig, OmegaConf
 from ddpm.data import ImageData, load_images
 from ddpm.data.pipeline import steps_per_epoch
 from ddpm.diffusion import GaussianDiffusion
+from ddpm.evaluate.bpd import NegativeElbo
 from ddpm.evaluate.classifier import load as load_feature_space
+from ddpm.evaluate.classifier import to_model_space
 from ddpm.evaluate.evaluator import Evaluator
 from ddpm.losses import LOSSES, loss_weights
 from ddpm.nn import ATTENTIONS, BLOCKS
@@ -149,6 +151,20 @@ def build_evaluator(trainer: dict[str, Any], dataset: dict[str, Any]) -> Evaluat
     )
 
 
+def build_likelihood(
+    trainer: dict[str, Any],
+    dataset: dict[str, Any],
+    diffusion: GaussianDiffusion,
+    variance: str = "large",
+) -> NegativeElbo | None:
+    """The test-set bits/dim bound on the first trainer.bpd_n test images, when > 0."""
+    if not trainer.get("bpd_n"):
+        return None
+    test = build_data(dataset, split="test").images[: int(trainer["bpd_n"])]
+    timesteps = trainer.get("bpd_timesteps", 50)
+    return NegativeElbo(to_model_space(test), diffusion, timesteps, variance)
+
+
 def build_plan(sampler: dict[str, Any], diffusion: GaussianDiffusion) -> SamplerPlan:
     params = {k: v for k, v in sampler.items() if k not in ("name", "clip_denoised")}
     return _call("sampler", make_plan, diffusion, sampler["name"], **params)
@@ -233,6 +249,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> Trainer:
         config_text=OmegaConf.to_yaml(cfg, resolve=True),
         fingerprint=model_fingerprint(cfg),
         evaluator=build_evaluator(trainer, section(cfg, "dataset")),
+        likelihood=build_likelihood(
+            trainer, section(cfg, "dataset"), diffusion, sampler.get("variance", "large")
+        ),
     )
     keys = TrainerConfig.__dataclass_fields__
     tcfg = TrainerConfig(

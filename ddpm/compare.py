@@ -1,7 +1,7 @@
 """Tabulate a sweep: `python -m ddpm.compare <sweep dir>`.
 
 One row per run: its config-group choices, final loss, FD, IS, precision, recall,
-images/s and wall time (from summary.json, and metrics.json when `ddpm.evaluate` ran).
+bits/dim, images/s and wall time (from summary.json, and metrics.json when `ddpm.evaluate` ran).
 Sorted by FD when present, else by final loss. Also writes compare.md and compare.csv.
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 GROUPS = ("schedule", "block", "attention", "loss", "objective", "sampler")
-NUMBERS = ("final_loss", "fd", "is", "precision", "recall", "images_per_s", "wall_s")
+NUMBERS = ("final_loss", "fd", "is", "precision", "recall", "bpd", "images_per_s", "wall_s")
 
 
 def read_run(run_dir: Path) -> dict[str, Any]:
@@ -30,7 +30,7 @@ def read_run(run_dir: Path) -> dict[str, Any]:
     row["final_loss"] = summary.get("hparam/final_loss", math.nan)
     row["images_per_s"] = summary.get("hparam/images_per_s", math.nan)
     row["wall_s"] = summary.get("wall_seconds", math.nan)
-    for key in ("fd", "is", "precision", "recall"):  # from training, then ddpm.evaluate
+    for key in ("fd", "is", "precision", "recall", "bpd"):  # ddpm.evaluate, else training
         row[key] = _json(run_dir / "metrics.json").get(key, summary.get(f"hparam/{key}", math.nan))
     if (run_dir / "FAILED").is_file():
         row["status"] = "failed: " + (run_dir / "FAILED").read_text().strip()

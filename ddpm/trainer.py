@@ -19,6 +19,7 @@ from tqdm import tqdm
 from ddpm import checkpoint
 from ddpm.data import ImageData, batch_stream
 from ddpm.diffusion import GaussianDiffusion, q_sample
+from ddpm.evaluate.bpd import NegativeElbo
 from ddpm.evaluate.evaluator import Evaluator, draw
 from ddpm.generate import p_sample_loop
 from ddpm.images import make_grid, save_png, to_uint8
@@ -55,7 +56,9 @@ class TrainerConfig:
     keep_checkpoints: int = 3
     skip_nonfinite: bool = False  # skip (and count) NaN/inf steps instead of stopping
     eval_every: int = 0  # 0: evaluate only at the end, if an evaluator is given
-    eval_n: int = 0  # samples per evaluation; 0 disables evaluation
+    eval_n: int = 0  # samples per evaluation; 0 disables the sample metrics
+    bpd_n: int = 0  # test images for the bits/dim bound; 0 disables it
+    bpd_timesteps: int | None = 50  # timesteps of T in the bound (None: all)
 
 
 @dataclass
@@ -73,6 +76,7 @@ class RunParts:
     config_text: str = ""
     fingerprint: dict[str, Any] = field(default_factory=dict)
     evaluator: Evaluator | None = None  # sample-quality metrics (trainer.eval_n > 0)
+    likelihood: NegativeElbo | None = None  # test-set bits/dim (trainer.bpd_n > 0)
 
 
 @dataclass
@@ -202,6 +206,8 @@ class Trainer:
         metric_tags = ["hparam/final_loss", "hparam/images_per_s"]
         if self.parts.evaluator is not None:
             metric_tags += ["hparam/fd", "hparam/is", "hparam/precision", "hparam/recall"]
+        if self.parts.likelihood is not None:
+            metric_tags += ["hparam/bpd"]
         self.logger.hparams_start(self.parts.hparams, metric_tags)
         if self.step == 0:
             self.logger.image("data/forward_process", self._forward_strip(), 0)
@@ -261,20 +267,24 @@ class Trainer:
         return x
 
     def evaluate(self) -> dict[str, float]:
-        """FD, IS, precision and recall of eval_n EMA samples; logged as eval/*."""
-        if self.parts.evaluator is None:
+        """Sample metrics (FD, IS, precision, recall) of eval_n EMA samples and the test-set
+        bits/dim of the EMA weights; logged as eval/*."""
+        if self.parts.evaluator is None and self.parts.likelihood is None:
             return {}
         self._sync_ema()
-        batch = min(self.cfg.sample_n, self.cfg.eval_n)
-        samples = draw(
-            self.parts.reverse_step,
-            self.parts.plan,
-            self.cfg.eval_n,
-            self.parts.data.shape,
-            batch,
-            seed=self.seed + 10_000,
-        )
-        metrics = self.parts.evaluator.metrics(samples)
+        metrics: dict[str, Any] = {}
+        if self.parts.evaluator is not None:
+            samples = draw(
+                self.parts.reverse_step,
+                self.parts.plan,
+                self.cfg.eval_n,
+                self.parts.data.shape,
+                min(self.cfg.sample_n, self.cfg.eval_n),
+                seed=self.seed + 10_000,
+            )
+            metrics.update(self.parts.evaluator.metrics(samples))
+        if self.parts.likelihood is not None:  # same batch as sampling: one compiled shape
+            metrics.update(self.parts.likelihood(self.parts.reverse_step, self.cfg.sample_n))
         scalars = {f"eval/{k}": v for k, v in metrics.items() if isinstance(v, float)}
         self.logger.scalars(scalars, self.step)
         return scalars

@@ -6,8 +6,10 @@ import ddpm  # noqa: F401  (sets the oneDNN ISA cap before MindSpore loads)
 
 # isort: split
 import mindspore as ms
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
+from mindspore import Tensor, nn, ops
 
 from ddpm.build import CONF_DIR
 
@@ -45,3 +47,24 @@ def graph_mode():
     ms.set_context(mode=ms.GRAPH_MODE)
     yield
     ms.set_context(mode=ms.PYNATIVE_MODE)
+
+
+class OracleNoise(nn.Cell):
+    """eps(x_t, t) = (x_t - sqrt(ab_t) x*) / sqrt(1 - ab_t): the perfect noise predictor for x*."""
+
+    def __init__(self, diffusion, target):
+        super().__init__()
+        self.a = Tensor(diffusion.sqrt_alphas_cumprod.astype(np.float32))
+        self.s = Tensor(diffusion.sqrt_one_minus_alphas_cumprod.astype(np.float32))
+        self.target = Tensor(target)
+
+    def construct(self, x, t):
+        a = ops.gather(self.a, t, 0)[:, None, None, None]
+        s = ops.gather(self.s, t, 0)[:, None, None, None]
+        return (x - a * self.target) / s
+
+
+@pytest.fixture
+def oracle_noise():
+    """The OracleNoise class: a network that knows the one training image."""
+    return OracleNoise

@@ -98,7 +98,7 @@ def test_feature_network_separates_data_from_noise(feature_cache, monkeypatch):
 
 
 def test_evaluate_and_compare_clis(feature_cache, tmp_path):
-    from tests.test_cli import cli
+    from tests.test_cli import cli, events
 
     env_cache = {"DDPM_CACHE": str(feature_cache)}
     sweep = tmp_path / "sweep"
@@ -111,6 +111,8 @@ def test_evaluate_and_compare_clis(feature_cache, tmp_path):
             "experiment=tiny",
             "block=resnet,convnext",
             "trainer.eval_n=8",
+            "trainer.bpd_n=10",
+            "trainer.bpd_timesteps=5",
             f"hydra.sweep.dir={sweep}",
         ],
         env={**os.environ, **env_cache},
@@ -122,6 +124,10 @@ def test_evaluate_and_compare_clis(feature_cache, tmp_path):
     run = next(p for p in sweep.iterdir() if "block=resnet" in p.name)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["hparam/fd"] > 0 and 1.0 <= summary["hparam/is"] <= 10.0
+    assert summary["hparam/bpd"] > summary["hparam/bpd_decoder"] > 0
+    acc = events(run)
+    for tag in ("eval/bpd", "hparam/bpd"):  # the curve, and the HParams table's column
+        assert acc.Scalars(tag)[-1].value == pytest.approx(summary["hparam/bpd"], rel=1e-6)
     evaluated = subprocess.run(
         [
             sys.executable,
@@ -134,6 +140,10 @@ def test_evaluate_and_compare_clis(feature_cache, tmp_path):
             "8",
             "--steps",
             "5",
+            "--bpd-n",
+            "12",
+            "--bpd-timesteps",
+            "5",
         ],
         env={**os.environ, **env_cache},
         capture_output=True,
@@ -143,11 +153,13 @@ def test_evaluate_and_compare_clis(feature_cache, tmp_path):
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["n"] == 16 and len(metrics["class_histogram"]) == 10
+    assert metrics["bpd"] > 0 and metrics["bpd_timesteps"][0] == 0
     table = cli("-m", "ddpm.compare", str(sweep))
     assert table.returncode == 0, table.stderr[-2000:]
     rows = (sweep / "compare.csv").read_text().splitlines()
     assert len(rows) == 3 and "convnext" in (sweep / "compare.md").read_text()
     assert f"{metrics['fd']:.4g}" in (sweep / "compare.md").read_text()
+    assert f"{metrics['bpd']:.4g}" in (sweep / "compare.md").read_text()
 
 
 @pytest.mark.slow

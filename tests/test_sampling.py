@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from mindspore import Tensor, nn, ops
+from mindspore import nn, ops
 
 from ddpm.diffusion import GaussianDiffusion
 from ddpm.generate import p_sample_loop
@@ -63,30 +63,15 @@ def test_unknown_sampler_lists_options(diffusion):
         make_plan(diffusion, "euler")
 
 
-class OracleNoise(nn.Cell):
-    """eps(x_t, t) = (x_t - sqrt(ab_t) x*) / sqrt(1 - ab_t): the perfect noise predictor for x*."""
-
-    def __init__(self, diffusion, target):
-        super().__init__()
-        self.a = Tensor(diffusion.sqrt_alphas_cumprod.astype(np.float32))
-        self.s = Tensor(diffusion.sqrt_one_minus_alphas_cumprod.astype(np.float32))
-        self.target = Tensor(target)
-
-    def construct(self, x, t):
-        a = ops.gather(self.a, t, 0)[:, None, None, None]
-        s = ops.gather(self.s, t, 0)[:, None, None, None]
-        return (x - a * self.target) / s
-
-
 @pytest.mark.parametrize(
     ("sampler", "params"),
     [("ddpm", {}), ("ddim", {"steps": 10, "eta": 0.0}), ("ddim", {"steps": 25, "eta": 1.0})],
 )
-def test_sampling_with_oracle_recovers_the_image(sampler, params):
+def test_sampling_with_oracle_recovers_the_image(sampler, params, oracle_noise):
     """A network that knows the one training image must be sampled back to it exactly."""
     d = GaussianDiffusion(make_betas("linear", 100, scale_to_T=True))
     target = np.linspace(-0.9, 0.9, 2 * 1 * 4 * 4, dtype=np.float32).reshape(2, 1, 4, 4)
-    step = ReverseStep(OracleNoise(d, target), "pred_noise", clip_denoised=True)
+    step = ReverseStep(oracle_noise(d, target), "pred_noise", clip_denoised=True)
     x = p_sample_loop(step, make_plan(d, sampler, **params), target.shape, seed=3)
     np.testing.assert_allclose(x, target, atol=2e-4)
 
