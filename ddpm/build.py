@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from ddpm.data import ImageData, load_images
 from ddpm.data.pipeline import steps_per_epoch
 from ddpm.diffusion import GaussianDiffusion
+from ddpm.distributed import World
 from ddpm.evaluate.bpd import NegativeElbo
 from ddpm.evaluate.classifier import load as load_feature_space
 from ddpm.evaluate.classifier import to_model_space
@@ -216,8 +217,8 @@ def hparams(cfg: DictConfig, steps: int, diffusion: GaussianDiffusion) -> dict[s
     }
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path) -> Trainer:
-    """Compose every part of a training run from the config."""
+def build_trainer(cfg: DictConfig, run_dir: Path, world: World | None = None) -> Trainer:
+    """Compose every part of a training run from the config (for this worker of `world`)."""
     diffusion = build_diffusion(section(cfg, "schedule"), section(cfg, "objective"))
     data = build_data(section(cfg, "dataset"))
     trainer = section(cfg, "trainer")
@@ -257,4 +258,4 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> Trainer:
     tcfg = TrainerConfig(
         **{k: v for k, v in trainer.items() if k in keys and k != "steps"}, steps=steps
     )
-    return TRAINERS.get(trainer["name"])(tcfg, parts, run_dir, seed=int(cfg.seed))
+    return TRAINERS.get(trainer["name"])(tcfg, parts, run_dir, seed=int(cfg.seed), world=world)

@@ -1,4 +1,9 @@
-"""Hydra callbacks: a sweep reports its failed runs at the end and exits non-zero."""
+"""Hydra callbacks: a sweep reports its failed runs at the end and exits non-zero.
+
+Failed runs are found by their FAILED markers (written by ddpm.run) in the sweep folder,
+so this works whichever launcher ran them: the basic one in this process, joblib in
+worker processes, submitit in separate jobs.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hydra.core.utils import JobReturn
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
@@ -16,21 +20,17 @@ FAILED_MARKER = "FAILED"
 
 
 class SweepSummary(Callback):
-    """Collects failed runs (marked by ddpm.run) and summarises them after the sweep."""
-
-    def __init__(self) -> None:
-        self.failed: list[tuple[str, str]] = []
-
-    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        marker = Path(config.hydra.runtime.output_dir) / FAILED_MARKER
-        if marker.is_file():
-            reason = marker.read_text().strip().splitlines()[-1]
-            self.failed.append((config.hydra.job.override_dirname or "(no overrides)", reason))
+    """Lists the sweep's failed runs after it ends and exits 1 if there were any."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if not self.failed:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        failed = [
+            (marker.parent.name, marker.read_text().strip().splitlines()[-1])
+            for marker in sorted(sweep_dir.glob(f"*/{FAILED_MARKER}"))
+        ]
+        if not failed:
             return
-        lines = "\n".join(f"  - {name}: {reason}" for name, reason in self.failed)
-        log.error("%d run(s) of the sweep failed:\n%s", len(self.failed), lines)
-        print(f"{len(self.failed)} run(s) of the sweep failed:\n{lines}", file=sys.stderr)
+        lines = "\n".join(f"  - {name}: {reason}" for name, reason in failed)
+        log.error("%d run(s) of the sweep failed:\n%s", len(failed), lines)
+        print(f"{len(failed)} run(s) of the sweep failed:\n{lines}", file=sys.stderr)
         sys.exit(1)

@@ -7,6 +7,7 @@ the last K `step_XXXXXXXX.ckpt` files and a `latest` file naming the newest.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -96,6 +97,14 @@ def resolve_resume(resume: str, run_dir: Path) -> tuple[Path, list[Path]]:
     if (target / "checkpoints").is_dir():
         return target, candidates(target / "checkpoints")
     raise CheckpointError(f"trainer.resume={resume!r}: not 'latest', a run dir or a .ckpt file")
+
+
+def digest(params) -> str:
+    """sha256 over the bytes of a sequence of Parameters, in order."""
+    h = hashlib.sha256()
+    for p in params:
+        h.update(p.asnumpy().tobytes())
+    return h.hexdigest()
 
 
 def candidates(folder: Path) -> list[Path]:

@@ -9,6 +9,7 @@ import hashlib
 import logging
 import sys
 import traceback
+import warnings
 from pathlib import Path
 
 import hydra
@@ -21,6 +22,7 @@ from ddpm.build import build_trainer
 from ddpm.callbacks import FAILED_MARKER
 from ddpm.checkpoint import CheckpointError, resolve_resume
 from ddpm.data import DatasetError
+from ddpm.distributed import World, init_world
 from ddpm.registry import ConfigError
 from ddpm.trainer import Interrupted, NonFiniteLoss
 
@@ -41,12 +43,41 @@ def run_name(overrides: str, limit: int = 120) -> str:
 
 
 OmegaConf.register_new_resolver("run_name", run_name, replace=True)
+# conf/hydra/launcher/*.yaml set our defaults on the launcher plugins' schemas of the same
+# name; Hydra validates them against those schemas and warns that this is deprecated.
+warnings.filterwarnings("ignore", message=r"(?s).*validated against ConfigStore schema")
+
+# sweep_metric -> the trainer key that must be > 0 for the run to compute it.
+SWEEP_METRICS = {
+    "final_loss": None,
+    "images_per_s": None,
+    **dict.fromkeys(("fd", "is", "precision", "recall"), "eval_n"),
+    "bpd": "bpd_n",
+}
 
 
-def setup_runtime(seed: int, mode: str, device: str) -> None:
+def sweep_metric(cfg: DictConfig) -> str:
+    """The summary key a run returns to the sweeper, checked before any training."""
+    name = cfg.get("sweep_metric", "final_loss")
+    if name not in SWEEP_METRICS:
+        raise ConfigError(f"unknown sweep_metric {name!r}; valid: {', '.join(SWEEP_METRICS)}")
+    needs = SWEEP_METRICS[name]
+    if needs and not cfg.trainer.get(needs):
+        raise ConfigError(f"sweep_metric={name} is only computed with trainer.{needs} > 0")
+    return "hparam/" + name
+
+
+def setup_runtime(seed: int, mode: str, device: str) -> World:
+    """Device, execution mode and seed; joins the msrun cluster when launched by msrun."""
     ms.set_device(device)
     ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
-    ms.set_seed(seed)
+    ms.set_seed(seed)  # the same initial weights on every worker
+    world = init_world()
+    if not world.is_main:  # rank 0 owns the run's log file; the others log to msrun's logs
+        for handler in list(logging.getLogger().handlers):
+            if isinstance(handler, logging.FileHandler):
+                logging.getLogger().removeHandler(handler)
+    return world
 
 
 def report_schedule(alpha_bar_T: float, name: str, timesteps: int) -> None:
@@ -71,18 +102,20 @@ def report_schedule(alpha_bar_T: float, name: str, timesteps: int) -> None:
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
-    setup_runtime(int(cfg.seed), cfg.runtime.mode, cfg.runtime.device)
+    world = setup_runtime(int(cfg.seed), cfg.runtime.mode, cfg.runtime.device)
     resume = cfg.trainer.get("resume")
     candidates: list[Path] = []
     if resume:
         run_dir, candidates = resolve_resume(str(resume), run_dir)
-    trainer = build_trainer(cfg, run_dir)
+    trainer = build_trainer(cfg, run_dir, world)
     if candidates:
         log.info("resumed from %s at step %d", trainer.restore(candidates), trainer.step)
     elif resume:
         log.info("trainer.resume=%s: no checkpoint yet in %s, starting fresh", resume, run_dir)
     parts = trainer.parts
     log.info("run dir: %s", run_dir)
+    if world.size > 1:
+        log.info("data parallel: worker %d of %d", world.rank, world.size)
     log.info(
         "model: %s U-Net, %s blocks, %s attention, %.2fM parameters",
         cfg.model.name,
@@ -112,7 +145,8 @@ def exit_code(err: BaseException) -> int | None:
 def fail(err: BaseException, run_dir: Path, multirun: bool) -> float:
     """Report a failed run. A sweep goes on (ddpm.callbacks sums up); a single run exits."""
     if isinstance(err, Interrupted):
-        log.warning("interrupted: %s. Resume with trainer.resume=%s", err, err.path.parent.parent)
+        where = err.path.parent.parent if err.path else run_dir  # rank 0 wrote the checkpoint
+        log.warning("interrupted: %s. Resume with trainer.resume=%s", err, where)
         sys.exit(128 + err.signum)  # also stops a sweep: the user asked to stop
     code = exit_code(err)
     message = str(err) if code else "".join(traceback.format_exception(err))
@@ -129,8 +163,10 @@ def fail(err: BaseException, run_dir: Path, multirun: bool) -> float:
 def main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    (run_dir / FAILED_MARKER).unlink(missing_ok=True)  # a re-run of a failed sweep job
     try:
-        return train(cfg, run_dir)["hparam/final_loss"]
+        key = sweep_metric(cfg)
+        return train(cfg, run_dir)[key]
     except Exception as err:  # noqa: BLE001 (every failure is reported; see fail())
         return fail(err, run_dir, hydra_cfg.mode == RunMode.MULTIRUN)
 

@@ -6,6 +6,7 @@ import numpy as np
 from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 
 from ddpm.diffusion import GaussianDiffusion, predict_x0, q_sample, training_target
+from ddpm.distributed import data_parallel
 from ddpm.losses import LOSSES
 
 
@@ -105,16 +106,26 @@ class TrainStep(nn.Cell):
         self.grad_clip = float(grad_clip)
         self.hyper_map = ops.HyperMap()
         self.grad_fn = ops.value_and_grad(self._mean_loss, None, self.weights, has_aux=True)
+        self.data_parallel = data_parallel()
+        if self.data_parallel:  # AllReduce-mean over workers, as nn.TrainOneStepCell does
+            from mindspore.communication import get_group_size
+
+            self.grad_reducer = nn.DistributedGradReducer(self.weights, True, get_group_size())
 
     def _mean_loss(self, x_start, t, noise):
         per_example = self.loss_fn(x_start, t, noise)
         return per_example.mean(), per_example
 
-    def construct(self, x_start: Tensor, t: Tensor, noise: Tensor, ema_decay: Tensor):
+    def gradients(self, x_start: Tensor, t: Tensor, noise: Tensor):
+        """Per-example losses [B] and the gradients of their mean, averaged over workers."""
         (_, per_example), grads = self.grad_fn(x_start, t, noise)
-        grad_norm = ops.sqrt(
-            ops.addn(self.hyper_map(_square_sum, grads))
-        )  # ||g||_2 before clipping
+        if self.data_parallel:
+            grads = self.grad_reducer(grads)
+        return per_example, grads
+
+    def construct(self, x_start: Tensor, t: Tensor, noise: Tensor, ema_decay: Tensor):
+        per_example, grads = self.gradients(x_start, t, noise)
+        grad_norm = ops.sqrt(ops.addn(self.hyper_map(_square_sum, grads)))  # before clipping
         if self.grad_clip > 0:
             scale = ops.minimum(1.0, self.grad_clip / (grad_norm + 1e-6))
             grads = self.hyper_map(ops.partial(ops.mul, scale), grads)

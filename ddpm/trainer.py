@@ -19,11 +19,12 @@ from tqdm import tqdm
 from ddpm import checkpoint
 from ddpm.data import ImageData, batch_stream
 from ddpm.diffusion import GaussianDiffusion, q_sample
+from ddpm.distributed import World
 from ddpm.evaluate.bpd import NegativeElbo
 from ddpm.evaluate.evaluator import Evaluator, draw
 from ddpm.generate import p_sample_loop
 from ddpm.images import make_grid, save_png, to_uint8
-from ddpm.logger import TensorBoardLogger
+from ddpm.logger import NullLogger, TensorBoardLogger
 from ddpm.sampling import SamplerPlan
 from ddpm.schedule_lr import ema_decay
 from ddpm.train_step import ReverseStep, TrainStep, load_ema
@@ -34,7 +35,7 @@ log = logging.getLogger("ddpm")
 class Interrupted(Exception):
     """SIGINT/SIGTERM arrived; the current step finished and a checkpoint was written."""
 
-    def __init__(self, signum: int, step: int, path: Path) -> None:
+    def __init__(self, signum: int, step: int, path: Path | None) -> None:
         super().__init__(f"{signal.Signals(signum).name} at step {step}; checkpoint {path}")
         self.signum, self.step, self.path = signum, step, path
 
@@ -90,12 +91,22 @@ class _Window:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainerConfig, parts: RunParts, run_dir: Path, seed: int) -> None:
+    """Drives one run; under data parallelism every worker runs it, rank 0 writes."""
+
+    def __init__(
+        self,
+        cfg: TrainerConfig,
+        parts: RunParts,
+        run_dir: Path,
+        seed: int,
+        world: World | None = None,
+    ) -> None:
         self.cfg, self.parts, self.run_dir, self.seed = cfg, parts, run_dir, seed
-        self.rng = np.random.default_rng(seed)
+        self.world = world or World()
+        self.local_batch = self.world.local_batch(cfg.batch_size)
         self.step = 0
         self.ckpt_dir = run_dir / "checkpoints"
-        self.logger: TensorBoardLogger | None = None
+        self.logger: TensorBoardLogger | NullLogger | None = None
         self.last_loss = float("nan")
         self.skipped = 0
         self.images_per_s = float("nan")
@@ -105,12 +116,22 @@ class Trainer:
     # ---- the loop -------------------------------------------------------------------
     def fit(self) -> dict[str, float]:
         """Train from self.step to cfg.steps; returns the final metrics."""
-        self.logger = TensorBoardLogger(self.run_dir, purge_step=self.step or None)
+        main = self.world.is_main
+        self.logger = (
+            TensorBoardLogger(self.run_dir, purge_step=self.step or None) if main else NullLogger()
+        )
         self.started = time.time()
         self._announce()
-        batches = batch_stream(self.parts.data, self.cfg.batch_size, self.seed, self.step)
+        shard = (self.world.rank, self.world.size)
+        batches = batch_stream(self.parts.data, self.local_batch, self.seed, self.step, shard)
         window = _Window()
-        bar = tqdm(total=self.cfg.steps, initial=self.step, desc="train", dynamic_ncols=True)
+        bar = tqdm(
+            total=self.cfg.steps,
+            initial=self.step,
+            desc="train",
+            dynamic_ncols=True,
+            disable=not main,
+        )
         try:
             with self._stop_on_signals():
                 while self.step < self.cfg.steps and self._signal is None:
@@ -152,8 +173,10 @@ class Trainer:
                 signal.signal(s, h)
 
     def _train_one(self, x_start: np.ndarray, window: _Window) -> None:
-        t = self.rng.integers(0, self.parts.diffusion.num_timesteps, size=len(x_start))
-        noise = self.rng.standard_normal(x_start.shape, dtype=np.float32)
+        # t and eps of step n depend only on (seed, rank, n): workers differ, resume is exact.
+        rng = np.random.default_rng((self.seed, self.world.rank, self.step))
+        t = rng.integers(0, self.parts.diffusion.num_timesteps, size=len(x_start))
+        noise = rng.standard_normal(x_start.shape, dtype=np.float32)
         decay = ema_decay(self.step, self.cfg.ema_decay, self.cfg.ema_warmup)
         losses, grad_norm = self.parts.train_step(
             Tensor(x_start),
@@ -230,7 +253,7 @@ class Trainer:
         losses = np.concatenate(window.losses)
         ts = np.concatenate(window.timesteps)
         seconds = time.perf_counter() - window.start
-        images_per_s = len(losses) / max(seconds, 1e-9)
+        images_per_s = len(losses) * self.world.size / max(seconds, 1e-9)  # all workers
         self.last_loss = float(losses.mean())
         values = {
             "train/loss": self.last_loss,
@@ -263,7 +286,8 @@ class Trainer:
         )
         grid = make_grid(to_uint8(x))
         self.logger.image("samples/ema", grid, self.step)
-        save_png(grid, self.run_dir / "samples" / f"step_{self.step:08d}.png")
+        if self.world.is_main:
+            save_png(grid, self.run_dir / "samples" / f"step_{self.step:08d}.png")
         return x
 
     def evaluate(self) -> dict[str, float]:
@@ -293,8 +317,8 @@ class Trainer:
         return {
             "step": self.step,
             "epoch": self.step * self.cfg.batch_size // len(self.parts.data.images),
-            "rng": self.rng.bit_generator.state,
             "seed": self.seed,
+            "workers": self.world.size,
             "skipped": self.skipped,
             "fingerprint": self.parts.fingerprint,
         }
@@ -312,11 +336,20 @@ class Trainer:
             checkpoint.check_fingerprint(meta.get("fingerprint", {}), self.parts.fingerprint, path)
             checkpoint.load_state(self.parts.train_step, params)
             self.step, self.skipped = int(meta["step"]), int(meta.get("skipped", 0))
-            self.rng.bit_generator.state = meta["rng"]
+            if meta.get("workers", 1) != self.world.size:
+                log.warning(
+                    "%s was written by %s worker(s), resuming on %d: the data order changes",
+                    path,
+                    meta.get("workers", 1),
+                    self.world.size,
+                )
             return path
         raise checkpoint.CheckpointError("no readable checkpoint to resume from" + "".join(errors))
 
-    def save_checkpoint(self) -> Path:
+    def save_checkpoint(self) -> Path | None:
+        """The full training state, written by rank 0 only (every rank holds the same)."""
+        if not self.world.is_main:
+            return None
         return checkpoint.save(
             self.parts.train_step,
             self.ckpt_dir,
@@ -327,8 +360,11 @@ class Trainer:
 
     def _finish(self) -> dict[str, float]:
         samples = self.sample_and_log()
-        save_png(make_grid(to_uint8(samples)), self.run_dir / "samples.png")
+        if self.world.is_main:
+            save_png(make_grid(to_uint8(samples)), self.run_dir / "samples.png")
         self.save_checkpoint()
+        if self.world.size > 1:
+            self._record_rank()
         metrics = {
             "hparam/final_loss": self.last_loss,
             "hparam/images_per_s": self.images_per_s,
@@ -338,5 +374,21 @@ class Trainer:
         self.logger.hparams_end(metrics, self.step)
         self.logger.close()
         summary = {**metrics, "steps": self.step, "wall_seconds": time.time() - self.started}
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        if self.world.is_main:
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         return metrics
+
+    def _record_rank(self) -> None:
+        """ranks/rank_<r>.json: digests of this worker's weights and EMA, which data
+        parallelism keeps identical on every rank; a mismatch means the workers diverged."""
+        step = self.parts.train_step
+        record = {
+            "rank": self.world.rank,
+            "workers": self.world.size,
+            "step": self.step,
+            "weights_sha256": checkpoint.digest(step.weights),
+            "ema_sha256": checkpoint.digest(step.ema),
+        }
+        folder = self.run_dir / "ranks"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"rank_{self.world.rank}.json").write_text(json.dumps(record, indent=2))

@@ -141,7 +141,9 @@ def test_build_data_checks_shape():
 
 def test_conf_has_no_stray_files():
     groups = {p.name for p in CONF_DIR.iterdir() if p.is_dir()}
-    assert groups == {*GROUPS, "experiment", "runtime"}
+    assert groups == {*GROUPS, "experiment", "runtime", "hparams_search", "hydra"}
+    launchers = {p.stem for p in (CONF_DIR / "hydra" / "launcher").glob("*.yaml")}
+    assert launchers == {"joblib", "submitit_local", "submitit_slurm"}
     assert Path(CONF_DIR / "config.yaml").is_file()
 
 

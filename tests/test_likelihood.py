@@ -13,6 +13,7 @@ from ddpm.likelihood import (
     model_log_variance,
     normal_kl,
     prior_bpd,
+    sum_over_timesteps,
     timestep_subset,
 )
 from ddpm.registry import ConfigError
@@ -45,14 +46,16 @@ def test_prior_term_vanishes_only_with_a_noisy_end():
     assert prior_bpd(barely, x).min() > 0.1
 
 
-def test_timestep_subset_weights_cover_every_timestep():
-    ts, w = timestep_subset(1000, 50)
-    assert ts[0] == 0 and len(ts) == 50 and w.sum() == 1000 and (np.diff(ts) > 0).all()
-    ts, w = timestep_subset(100, None)
-    np.testing.assert_array_equal(ts, np.arange(100))
-    assert (w == 1).all()
-    with pytest.raises(ConfigError, match="k >= 2"):
-        timestep_subset(100, 1)
+def test_timestep_subset_and_its_interpolated_sum():
+    ts = timestep_subset(1000, 50)
+    assert len(ts) == 50 and list(ts[:2]) == [0, 1] and ts[-1] == 999 and (np.diff(ts) > 0).all()
+    np.testing.assert_array_equal(timestep_subset(100, None), np.arange(100))
+    with pytest.raises(ConfigError, match="k >= 3"):
+        timestep_subset(100, 2)
+    t = np.arange(1000)
+    terms = np.where(t == 0, 2.0, 0.5 / np.maximum(t, 1) ** 1.5)  # L_0, then a power law in t
+    assert sum_over_timesteps(t, terms, 1000) == pytest.approx(terms.sum())
+    assert sum_over_timesteps(ts, terms[ts], 1000) == pytest.approx(terms.sum(), rel=1e-9)
 
 
 def test_variance_choice_is_checked_and_floored():
