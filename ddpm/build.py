@@ -220,8 +220,8 @@ def hparams(cfg: DictConfig, steps: int, diffusion: GaussianDiffusion) -> dict[s
 def build_trainer(cfg: DictConfig, run_dir: Path, world: World | None = None) -> Trainer:
     """Compose every part of a training run from the config (for this worker of `world`)."""
     diffusion = build_diffusion(section(cfg, "schedule"), section(cfg, "objective"))
-    data = build_data(section(cfg, "dataset"))
-    trainer = section(cfg, "trainer")
+    dataset, trainer = section(cfg, "dataset"), section(cfg, "trainer")
+    data = build_data(dataset)
     steps = total_steps(trainer, len(data.images))
     c, h, _ = data.shape
     net_args = (section(cfg, "model"), section(cfg, "block"), section(cfg, "attention"), c, h)
@@ -249,10 +249,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, world: World | None = None) ->
         hparams=hparams(cfg, steps, diffusion),
         config_text=OmegaConf.to_yaml(cfg, resolve=True),
         fingerprint=model_fingerprint(cfg),
-        evaluator=build_evaluator(trainer, section(cfg, "dataset")),
-        likelihood=build_likelihood(
-            trainer, section(cfg, "dataset"), diffusion, sampler.get("variance", "large")
-        ),
+        evaluator=build_evaluator(trainer, dataset),
+        likelihood=build_likelihood(trainer, dataset, diffusion, sampler.get("variance", "large")),
     )
     keys = TrainerConfig.__dataclass_fields__
     tcfg = TrainerConfig(

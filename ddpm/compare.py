@@ -30,8 +30,9 @@ def read_run(run_dir: Path) -> dict[str, Any]:
     row["final_loss"] = summary.get("hparam/final_loss", math.nan)
     row["images_per_s"] = summary.get("hparam/images_per_s", math.nan)
     row["wall_s"] = summary.get("wall_seconds", math.nan)
-    for key in ("fd", "is", "precision", "recall", "bpd"):  # ddpm.evaluate, else training
-        row[key] = _json(run_dir / "metrics.json").get(key, summary.get(f"hparam/{key}", math.nan))
+    evaluated = _json(run_dir / "metrics.json")  # from ddpm.evaluate, else from training
+    for key in ("fd", "is", "precision", "recall", "bpd"):
+        row[key] = evaluated.get(key, summary.get(f"hparam/{key}", math.nan))
     if (run_dir / "FAILED").is_file():
         row["status"] = "failed: " + (run_dir / "FAILED").read_text().strip()
     elif not summary:

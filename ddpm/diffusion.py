@@ -16,6 +16,7 @@ import numpy as np
 from ddpm.registry import ConfigError
 
 OBJECTIVES = ("pred_noise", "pred_x0", "pred_v")
+REVERSE_VARIANCES = ("large", "small")
 
 
 def q_sample(x_start, noise, sqrt_ab, sqrt_one_minus_ab):
@@ -104,6 +105,21 @@ class GaussianDiffusion:
         """Coefficient of x_t in mu~_t, eq. 7."""
         alphas = 1.0 - self.betas
         return (1.0 - self.alphas_cumprod_prev) * np.sqrt(alphas) / (1.0 - self.alphas_cumprod)
+
+    def reverse_variance(self, kind: str) -> np.ndarray:
+        """Fixed sigma_t^2 of p(x_{t-1} | x_t), shape [T] (Ho et al. sec. 3.2).
+
+        small: beta~_t, the posterior variance (0 at t = 0). large: beta_t, with beta~_1 at
+        t = 0 as in improved-diffusion's "fixedlarge", which keeps its log finite.
+        """
+        if kind == "small":
+            return self.posterior_variance
+        if kind == "large":
+            return np.append(self.posterior_variance[1], self.betas[1:])
+        raise ConfigError(
+            f"unknown reverse variance {kind!r} (sampler.variance); "
+            f"valid: {', '.join(REVERSE_VARIANCES)}"
+        )
 
     def q_posterior(self, x_start: np.ndarray, x_t: np.ndarray, t: int) -> tuple[np.ndarray, float]:
         """Mean and variance of q(x_{t-1} | x_t, x_0), eq. 6-7, for one timestep t."""

@@ -24,6 +24,12 @@ from pathlib import Path
 MSRUN = [sys.executable, "-m", "mindspore.parallel.cluster.run"]  # the `msrun` entry point
 
 
+def msrun_env() -> dict[str, str]:
+    """This environment, with this interpreter first on PATH: msrun starts the `python`
+    it finds there for every worker."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
 def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     p = argparse.ArgumentParser(prog="python -m ddpm.launch", description=__doc__)
     p.add_argument("--workers", type=int, required=True, help="workers on this node")
@@ -68,9 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         return 0
     run_dir.mkdir(parents=True, exist_ok=True)
-    # msrun starts the `python` on PATH: make it this interpreter.
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    code = subprocess.run(cmd, env=env).returncode
+    code = subprocess.run(cmd, env=msrun_env()).returncode
     print(f"run dir: {run_dir}\nworker logs: {run_dir / 'msrun'}", flush=True)
     return code
 

@@ -18,7 +18,6 @@ import numpy as np
 from ddpm.diffusion import GaussianDiffusion
 from ddpm.registry import ConfigError
 
-VARIANCES = ("large", "small")
 _LN2 = np.log(2.0)
 
 
@@ -43,7 +42,7 @@ def discretized_gaussian_log_likelihood(x, mean, log_scale):
     cdf_plus = approx_standard_normal_cdf(inv_std * (x - mean + 1.0 / 255.0))
     cdf_min = approx_standard_normal_cdf(inv_std * (x - mean - 1.0 / 255.0))
     tiny = 1e-12
-    log_probs = np.where(
+    return np.where(
         x < -0.999,
         np.log(np.maximum(cdf_plus, tiny)),
         np.where(
@@ -52,19 +51,12 @@ def discretized_gaussian_log_likelihood(x, mean, log_scale):
             np.log(np.maximum(cdf_plus - cdf_min, tiny)),
         ),
     )
-    return log_probs
 
 
 def model_log_variance(diffusion: GaussianDiffusion, variance: str = "large") -> np.ndarray:
-    """log sigma_t^2 per timestep [T] for a fixed-variance reverse process."""
-    if variance not in VARIANCES:
-        raise ConfigError(f"unknown variance {variance!r}; valid: {', '.join(VARIANCES)}")
-    post = diffusion.posterior_variance
-    floor = post[1] if len(post) > 1 else diffusion.betas[0]
-    clipped = np.concatenate([[floor], post[1:]])
-    if variance == "small":
-        return np.log(clipped)
-    return np.log(np.concatenate([[floor], diffusion.betas[1:]]))
+    """log sigma_t^2 per timestep [T]; beta~_1 = 0 at t = 0 is floored to beta~_2."""
+    var = diffusion.reverse_variance(variance)
+    return np.log(np.append(diffusion.posterior_variance[1], var[1:]))
 
 
 def _mean_bits(nats: np.ndarray) -> np.ndarray:

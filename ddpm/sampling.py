@@ -47,14 +47,7 @@ def _plan(diffusion: GaussianDiffusion, timesteps: np.ndarray, a, b, sigma) -> S
 def ddpm_plan(diffusion: GaussianDiffusion, variance: str = "small", **_: object) -> SamplerPlan:
     """Ancestral sampling over all T steps; no noise is added at the last step."""
     t = np.arange(diffusion.num_timesteps - 1, -1, -1)
-    if variance == "small":
-        var = diffusion.posterior_variance[t]
-    elif variance == "large":
-        # improved-diffusion's "fixedlarge": beta_t, with beta~_1 at t=1 to keep the log finite.
-        var = np.append(diffusion.posterior_variance[1], diffusion.betas[1:])[t]
-    else:
-        raise ConfigError(f"sampler.variance must be 'small' or 'large', got {variance!r}")
-    sigma = np.where(t > 0, np.sqrt(var), 0.0)
+    sigma = np.where(t > 0, np.sqrt(diffusion.reverse_variance(variance)[t]), 0.0)
     a, b = diffusion.posterior_mean_coef1[t], diffusion.posterior_mean_coef2[t]
     return _plan(diffusion, t, a, b, sigma)
 

@@ -14,9 +14,12 @@ ROOT = Path(__file__).resolve().parent.parent
 CLI_TINY = ["experiment=tiny"]  # the TINY overrides as one recipe: short run names
 
 
-def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+def cli(
+    *args: str, cwd: Path = ROOT, env: dict[str, str] | None = None, timeout: int = 600
+) -> subprocess.CompletedProcess:
+    """`python <args>` in a subprocess, output captured as text."""
     return subprocess.run(
-        [sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=600
+        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )
 
 

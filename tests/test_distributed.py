@@ -1,18 +1,17 @@
 """Data-parallel training with two real msrun workers on CPU, and the launcher's command."""
 
 import json
-import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from ddpm.distributed import World
+from ddpm.launch import MSRUN, msrun_env
 from ddpm.launch import main as launch_main
 from ddpm.registry import ConfigError
-from tests.test_cli import ROOT, cli, events
+from tests.test_cli import cli, events
 
 WORKERS = Path(__file__).resolve().parent / "workers"
 
@@ -36,23 +35,16 @@ def digests(run_dir: Path) -> list[tuple[str, str]]:
 
 
 def test_averaged_gradient_is_the_mean_of_the_ranks_gradients(tmp_path):
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    msrun = [sys.executable, "-m", "mindspore.parallel.cluster.run", "--worker_num=2"]
-    proc = subprocess.run(
-        [
-            *msrun,
-            "--local_worker_num=2",
-            f"--master_port={free_port()}",
-            f"--log_dir={tmp_path / 'logs'}",
-            "--join=True",
-            str(WORKERS / "gradients.py"),
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    proc = cli(
+        *MSRUN[1:],  # cli() supplies the interpreter
+        "--worker_num=2",
+        "--local_worker_num=2",
+        f"--master_port={free_port()}",
+        f"--log_dir={tmp_path / 'logs'}",
+        "--join=True",
+        str(WORKERS / "gradients.py"),
+        str(tmp_path),
+        env=msrun_env(),
     )
     assert proc.returncode == 0, proc.stdout[-3000:]
     for rank in (0, 1):

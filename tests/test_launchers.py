@@ -4,7 +4,6 @@ import json
 import math
 import os
 import subprocess
-import sys
 
 import pytest
 import yaml
@@ -15,7 +14,7 @@ from ddpm.build import CONF_DIR
 from ddpm.registry import ConfigError
 from ddpm.run import sweep_metric
 from tests.conftest import compose_config
-from tests.test_cli import ROOT, cli, events
+from tests.test_cli import cli, events
 
 
 def sweep_runs(sweep, launcher: str, *overrides: str) -> subprocess.CompletedProcess:
@@ -87,27 +86,19 @@ def test_sweep_metric_is_checked_before_training():
 def test_optuna_search_minimises_fd(tmp_path):
     """Three trials of the shipped search on the tiny model; ~2 min here."""
     env = {**os.environ, "DDPM_CACHE": str(tmp_path / "cache")}
-    fit = [sys.executable, "-m", "ddpm.evaluate.fit_features", "dataset=fashion_mnist"]
-    proc = subprocess.run(
-        [*fit, "--epochs", "1", "--limit", "6000"], env=env, cwd=ROOT, capture_output=True
-    )
+    fit = ["-m", "ddpm.evaluate.fit_features", "dataset=fashion_mnist", "--epochs", "1"]
+    proc = cli(*fit, "--limit", "6000", env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     sweep = tmp_path / "search"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ddpm.run",
-            "hparams_search=optuna_fd",
-            "experiment=tiny",
-            "hydra.sweeper.n_trials=3",
-            "trainer.eval_n=16",
-            f"hydra.sweep.dir={sweep}",
-        ],
+    proc = cli(
+        "-m",
+        "ddpm.run",
+        "hparams_search=optuna_fd",
+        "experiment=tiny",
+        "hydra.sweeper.n_trials=3",
+        "trainer.eval_n=16",
+        f"hydra.sweep.dir={sweep}",
         env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
         timeout=1200,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
