@@ -3,10 +3,26 @@
 import os
 import platform
 
-# On AVX-512 CPUs MindSpore hands oneDNN plain NCHW tensors and every k>1 convolution falls
-# back to oneDNN's reference kernel (~20x slower). Capping the ISA at AVX2 selects the
-# gemm:jit path. It must be set before MindSpore loads, and only if the user has not set it.
+# Runtime settings that must be in the environment before MindSpore (and its libgomp)
+# load; each is set only if the user has not set it. `ENV_SET_HERE` lists the ones set
+# here. DDPM_ENV_DEFAULTS=0 sets none (`ddpm.bench` runs its PyTorch twin so).
+_defaults = {
+    # The fused CPU kernels (ddpm.kernels) run on OpenMP threads. libgomp's default spin
+    # after each kernel competes with MindSpore's own worker threads: the seed's train
+    # step took 1145 ms with it against 569 ms with passive waiting.
+    "OMP_WAIT_POLICY": "PASSIVE",
+}
 if platform.machine().lower() in ("x86_64", "amd64"):
-    os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
+    # On AVX-512 CPUs MindSpore hands oneDNN plain NCHW tensors and every k>1 convolution
+    # falls back to oneDNN's reference kernel (~20x slower). Capping the ISA at AVX2
+    # selects the gemm:jit path.
+    _defaults["ONEDNN_MAX_CPU_ISA"] = "AVX2"
+ENV_SET_HERE = tuple(
+    name
+    for name in _defaults
+    if name not in os.environ and os.environ.get("DDPM_ENV_DEFAULTS", "1") != "0"
+)
+for _name in ENV_SET_HERE:
+    os.environ[_name] = _defaults[_name]
 
 __version__ = "0.1.0"

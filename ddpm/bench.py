@@ -1,18 +1,25 @@
 """`make bench`: MindSpore against its PyTorch twin, on the same U-Nets, in one run.
 
-    python -m ddpm.bench [--cases seed,seed_resnet,quick] [--steps 10] [--out bench.json]
+    python -m ddpm.bench [--cases seed,seed_resnet,quick] [--steps 10] [--builtin]
+                         [--out bench.json]
 
 Each (framework, case) runs in a fresh process, so peak RSS is that case's own. Figures:
 train-step median (after warm-up), first step (graph compile included), the sampling
 forward at batch 64, 64 samples with DDIM-50 and with DDPM over all T steps, peak RSS,
 GFLOP/s from PyTorch's flop counter, and that as a fraction of the machine's fp32 matmul
 peak. The table prints MindSpore/PyTorch ratios (< 1 means MindSpore is faster).
+
+MindSpore runs with ddpm's settings (ddpm.kernels, the oneDNN ISA cap, libgomp's passive
+wait); PyTorch and the matmul peak run without the variables `import ddpm` set, since
+PyTorch's own OpenMP loops slow down about 1.8x under the passive wait. `--builtin` adds
+MindSpore with its built-in ops only (DDPM_CPU_KERNELS=0), for the kernels' share.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -21,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import ddpm  # noqa: F401  (sets the oneDNN ISA cap before MindSpore loads)
+import ddpm  # sets the oneDNN ISA cap and libgomp's wait policy before MindSpore loads
 
 # isort: split
 import numpy as np
@@ -64,6 +71,7 @@ def mindspore_worker(cfg: dict[str, Any], steps: int, ddpm_steps: int | None) ->
     from mindspore import Tensor
     from mindspore import dtype as mstype
 
+    from ddpm import kernels
     from ddpm.build import build_diffusion, build_network, build_optimizer
     from ddpm.generate import p_sample_loop
     from ddpm.sampling import make_plan
@@ -102,7 +110,8 @@ def mindspore_worker(cfg: dict[str, Any], steps: int, ddpm_steps: int | None) ->
         shape = (SAMPLE_N, c, size, size)
         return median_time(lambda: p_sample_loop(reverse, plan, shape, seed=0), 1)
 
-    return figures(train, first, forward, sample_time, diffusion.num_timesteps, ddpm_steps)
+    result = figures(train, first, forward, sample_time, diffusion.num_timesteps, ddpm_steps)
+    return {**result, "fused_kernels": kernels.active()}
 
 
 def figures(
@@ -197,14 +206,24 @@ def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> tuple[float, str]:
 
 
 # ---- the parent: run workers, print and save -------------------------------------------
-def run_worker(framework: str, case: str, args: argparse.Namespace) -> dict | None:
-    cmd = [sys.executable, "-m", "ddpm.bench", "--worker", framework, "--cases", case]
+WORKERS = ("mindspore", "builtin", "torch", "peak")
+
+
+def run_worker(worker: str, case: str, args: argparse.Namespace) -> dict | None:
+    cmd = [sys.executable, "-m", "ddpm.bench", "--worker", worker, "--cases", case]
     cmd += ["--steps", str(args.steps), "--torch-threads", str(args.torch_threads)]
     cmd += ["--ddpm-steps", str(args.ddpm_steps)] if args.ddpm_steps else []
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    env = dict(os.environ)
+    if worker in ("torch", "peak"):  # PyTorch keeps its own defaults, not MindSpore's settings
+        for name in ddpm.ENV_SET_HERE:
+            env.pop(name, None)
+        env["DDPM_ENV_DEFAULTS"] = "0"  # the worker's own `import ddpm` sets nothing
+    if worker == "builtin":
+        env["DDPM_CPU_KERNELS"] = "0"
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
-        print(f"  {framework}/{case} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
+        print(f"  {worker}/{case} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
         return None
     return json.loads(lines[-1])
 
@@ -221,20 +240,27 @@ ROWS = [
 ]
 
 
-def add_rates(result: dict, flops: dict | None, peak: float) -> None:
+def add_rates(result: dict | None, flops: dict | None, peak: float) -> None:
     if flops and result:
         result["train_gflops"] = flops["train_gflop"] / result["train_step_s"]
         result["forward_gflops"] = flops["forward_64_gflop"] / result["forward_64_s"]
         result["train_peak_frac"] = result["train_gflops"] / peak
 
 
-def print_table(case: str, ms: dict | None, pt: dict | None) -> None:
-    print(f"\n## {case}\n\n| figure | MindSpore | PyTorch | MS / PT |\n|---|---|---|---|")
+def print_table(case: str, results: dict[str, dict | None]) -> None:
+    """One row per figure: each framework's value, then each MindSpore run / PyTorch."""
+    names = {"mindspore": "MindSpore", "builtin": "MindSpore built-in ops", "torch": "PyTorch"}
+    cols = [w for w in names if w in results]
+    ratios = [w for w in cols if w != "torch"]
+    head = [names[w] for w in cols] + [f"{names[w]} / PyTorch" for w in ratios]
+    print(f"\n## {case}\n\n| figure | {' | '.join(head)} |\n|---|{'---|' * len(head)}")
+    fmt = lambda v: "-" if v is None else f"{v:.3g}"  # noqa: E731
     for key, label in ROWS:
-        a, b = (ms or {}).get(key), (pt or {}).get(key)
-        ratio = f"{a / b:.2f}" if a is not None and b else "-"
-        fmt = lambda v: "-" if v is None else f"{v:.3g}"  # noqa: E731
-        print(f"| {label} | {fmt(a)} | {fmt(b)} | {ratio} |")
+        values = {w: (results[w] or {}).get(key) for w in cols}
+        pt = values.get("torch")
+        cells = [fmt(values[w]) for w in cols]
+        cells += [f"{values[w] / pt:.2f}" if values[w] is not None and pt else "-" for w in ratios]
+        print(f"| {label} | {' | '.join(cells)} |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -247,36 +273,46 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=10, help="timed train steps per case")
     p.add_argument("--ddpm-steps", type=int, help="time DDPM on this many steps, scaled to T")
     p.add_argument("--torch-threads", type=int, default=2, help="PyTorch intra-op threads")
+    p.add_argument(
+        "--builtin", action="store_true", help="also time MindSpore without ddpm.kernels"
+    )
     p.add_argument("--out", type=Path, default=Path("bench_results/bench.json"))
-    p.add_argument("--worker", choices=["mindspore", "torch"], help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=WORKERS, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     cases = args.cases.split(",")
-    if args.worker == "mindspore":
-        print(json.dumps(mindspore_worker(case_config(cases[0]), args.steps, args.ddpm_steps)))
+    if args.worker:
+        print(json.dumps(worker(args.worker, cases[0], args)))
         return 0
-    if args.worker == "torch":
-        cfg = case_config(cases[0])
-        print(json.dumps(torch_worker(cfg, args.steps, args.ddpm_steps, args.torch_threads)))
-        return 0
-    peak, peak_src = matmul_peak_gflops()
-    print(f"fp32 matmul peak (2048^2, {peak_src}): {peak:.0f} GFLOP/s")
-    print(f"PyTorch intra-op threads: {args.torch_threads}; MindSpore's CPU kernels use one core")
+    peak = run_worker("peak", cases[0], args) or {"gflops": float("nan"), "source": "failed"}
+    print(f"fp32 matmul peak (2048^2, {peak['source']}): {peak['gflops']:.0f} GFLOP/s")
+    print(f"PyTorch intra-op threads: {args.torch_threads}")
     report: dict[str, Any] = {
-        "matmul_peak_gflops": peak,
+        "matmul_peak_gflops": peak["gflops"],
         "torch_threads": args.torch_threads,
         "cases": {},
     }
+    runs = ["torch", "mindspore", *(["builtin"] if args.builtin else [])]
     for case in cases:
-        pt = run_worker("torch", case, args)
-        ms = run_worker("mindspore", case, args)
-        for result in (ms, pt):
-            add_rates(result, pt, peak)
-        report["cases"][case] = {"mindspore": ms, "torch": pt}
-        print_table(case, ms, pt)
+        results = {w: run_worker(w, case, args) for w in runs}
+        for result in results.values():
+            add_rates(result, results["torch"], peak["gflops"])
+        report["cases"][case] = results
+        print_table(case, results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     print(f"\nwritten: {args.out}")
     return 0
+
+
+def worker(name: str, case: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The body of one worker process."""
+    if name == "peak":
+        gflops, source = matmul_peak_gflops()
+        return {"gflops": gflops, "source": source}
+    cfg = case_config(case)
+    if name == "torch":
+        return torch_worker(cfg, args.steps, args.ddpm_steps, args.torch_threads)
+    return mindspore_worker(cfg, args.steps, args.ddpm_steps)
 
 
 if __name__ == "__main__":

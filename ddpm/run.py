@@ -18,6 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from ddpm import kernels
 from ddpm.build import build_trainer
 from ddpm.callbacks import FAILED_MARKER
 from ddpm.checkpoint import CheckpointError, resolve_resume
@@ -67,10 +68,11 @@ def sweep_metric(cfg: DictConfig) -> str:
     return "hparam/" + name
 
 
-def setup_runtime(seed: int, mode: str, device: str) -> World:
-    """Device, execution mode and seed; joins the msrun cluster when launched by msrun."""
+def setup_runtime(seed: int, mode: str, device: str, cpu_kernels: bool = True) -> World:
+    """Device, execution mode, fused CPU kernels and seed; joins the msrun cluster if any."""
     ms.set_device(device)
     ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
+    kernels.use(cpu_kernels)
     ms.set_seed(seed)  # the same initial weights on every worker
     world = init_world()
     if not world.is_main:  # rank 0 owns the run's log file; the others log to msrun's logs
@@ -102,7 +104,10 @@ def report_schedule(alpha_bar_T: float, name: str, timesteps: int) -> None:
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
-    world = setup_runtime(int(cfg.seed), cfg.runtime.mode, cfg.runtime.device)
+    runtime = cfg.runtime
+    world = setup_runtime(
+        int(cfg.seed), runtime.mode, runtime.device, runtime.get("cpu_kernels", True)
+    )
     resume = cfg.trainer.get("resume")
     candidates: list[Path] = []
     if resume:

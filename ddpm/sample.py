@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import ddpm  # noqa: F401  (sets the oneDNN ISA cap before MindSpore loads)
+import ddpm  # noqa: F401  (sets oneDNN and OpenMP variables before MindSpore loads)
 
 # isort: split
 import mindspore as ms
@@ -21,7 +21,7 @@ import numpy as np
 from mindspore import nn
 from omegaconf import DictConfig, OmegaConf
 
-from ddpm import checkpoint
+from ddpm import checkpoint, kernels
 from ddpm.build import CONF_DIR, build_denoiser, build_plan, section
 from ddpm.diffusion import GaussianDiffusion
 from ddpm.generate import p_sample_loop
@@ -74,6 +74,7 @@ def load_run(run_dir: Path, ckpt: Path | None = None) -> LoadedRun:
     cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
     ms.set_device(cfg.runtime.device)
     ms.set_context(mode=ms.GRAPH_MODE)
+    kernels.use(cfg.runtime.get("cpu_kernels", True))  # runs saved before the key: default
     ckpt = ckpt or next(iter(checkpoint.candidates(run_dir / "checkpoints")), None)
     if ckpt is None:
         raise checkpoint.CheckpointError(f"no checkpoint under {run_dir / 'checkpoints'}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import ddpm  # noqa: F401  (sets the oneDNN ISA cap before MindSpore loads)
+import ddpm  # noqa: F401  (sets oneDNN and OpenMP variables before MindSpore loads)
 
 # isort: split
 import mindspore as ms

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-import ddpm  # noqa: F401  (sets the oneDNN ISA cap before MindSpore loads)
+import ddpm  # noqa: F401  (sets oneDNN and OpenMP variables before MindSpore loads)
 
 # isort: split
 from ddpm.build import build_likelihood, build_plan, section

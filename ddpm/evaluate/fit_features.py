@@ -10,7 +10,7 @@ import argparse
 import sys
 import time
 
-import ddpm  # noqa: F401  (sets the oneDNN ISA cap before MindSpore loads)
+import ddpm  # noqa: F401  (sets oneDNN and OpenMP variables before MindSpore loads)
 
 # isort: split
 import mindspore as ms

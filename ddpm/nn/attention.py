@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from mindspore import Tensor, nn, ops
 
+from ddpm.kernels import GroupNorm, Softmax
 from ddpm.nn.layers import ChannelLayerNorm, conv
 from ddpm.registry import Registry
 
@@ -24,6 +25,7 @@ class FullAttention(nn.Cell):
         self.heads, self.scale = heads, dim_head**-0.5
         self.to_qkv = conv(dim, heads * dim_head * 3, 1, bias=False)
         self.to_out = conv(heads * dim_head, dim, 1)
+        self.softmax = Softmax(axis=-1)
 
     def construct(self, x: Tensor) -> Tensor:
         b, _, h, w = x.shape
@@ -31,7 +33,7 @@ class FullAttention(nn.Cell):
         q = _split_heads(q, self.heads) * self.scale  # [B, heads, d, N]
         k, v = _split_heads(k, self.heads), _split_heads(v, self.heads)
         sim = ops.matmul(q.swapaxes(2, 3), k)  # [B, heads, N, N]
-        attn = ops.softmax(sim, axis=-1)
+        attn = self.softmax(sim)
         out = ops.matmul(v, attn.swapaxes(2, 3))  # [B, heads, d, N]
         return self.to_out(out.reshape((b, -1, h, w)))
 
@@ -45,12 +47,13 @@ class LinearAttention(nn.Cell):
         self.heads, self.scale = heads, dim_head**-0.5
         self.to_qkv = conv(dim, heads * dim_head * 3, 1, bias=False)
         self.to_out = nn.SequentialCell(conv(heads * dim_head, dim, 1), ChannelLayerNorm(dim))
+        self.softmax_d, self.softmax_n = Softmax(axis=-2), Softmax(axis=-1)
 
     def construct(self, x: Tensor) -> Tensor:
         b, _, h, w = x.shape
         q, k, v = ops.chunk(self.to_qkv(x), 3, axis=1)
-        q = ops.softmax(_split_heads(q, self.heads), axis=-2) * self.scale  # [B, heads, d, N]
-        k = ops.softmax(_split_heads(k, self.heads), axis=-1)
+        q = self.softmax_d(_split_heads(q, self.heads)) * self.scale  # [B, heads, d, N]
+        k = self.softmax_n(_split_heads(k, self.heads))
         v = _split_heads(v, self.heads) / (h * w)
         context = ops.matmul(k, v.swapaxes(2, 3))  # [B, heads, d, e]
         out = ops.matmul(context.swapaxes(2, 3), q)  # [B, heads, e, N]
@@ -73,7 +76,7 @@ class PreNormResidual(nn.Cell):
 
     def __init__(self, dim: int, fn: nn.Cell) -> None:
         super().__init__()
-        self.norm = nn.GroupNorm(1, dim)
+        self.norm = GroupNorm(1, dim)
         self.fn = fn
 
     def construct(self, x: Tensor) -> Tensor:

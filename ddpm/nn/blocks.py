@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from mindspore import Tensor, nn, ops
 
+from ddpm.kernels import DepthwiseConv2d, GroupNorm
 from ddpm.nn.layers import conv, gelu
 from ddpm.registry import Registry
 
@@ -17,8 +18,8 @@ class ResnetBlock(nn.Cell):
     def __init__(self, dim_in: int, dim_out: int, time_dim: int, groups: int = 8) -> None:
         super().__init__()
         self.time_mlp = nn.SequentialCell(nn.SiLU(), nn.Dense(time_dim, dim_out * 2))
-        self.conv1, self.norm1 = conv(dim_in, dim_out, 3), nn.GroupNorm(groups, dim_out)
-        self.conv2, self.norm2 = conv(dim_out, dim_out, 3), nn.GroupNorm(groups, dim_out)
+        self.conv1, self.norm1 = conv(dim_in, dim_out, 3), GroupNorm(groups, dim_out)
+        self.conv2, self.norm2 = conv(dim_out, dim_out, 3), GroupNorm(groups, dim_out)
         self.act = nn.SiLU()
         self.res_conv = conv(dim_in, dim_out, 1) if dim_in != dim_out else nn.Identity()
 
@@ -40,12 +41,12 @@ class ConvNextBlock(nn.Cell):
     ) -> None:
         super().__init__()
         self.time_mlp = nn.SequentialCell(gelu(), nn.Dense(time_dim, dim_in))
-        self.ds_conv = conv(dim_in, dim_in, 7, groups=dim_in)
+        self.ds_conv = DepthwiseConv2d(dim_in, 7)
         self.net = nn.SequentialCell(
-            nn.GroupNorm(1, dim_in) if norm else nn.Identity(),
+            GroupNorm(1, dim_in) if norm else nn.Identity(),
             conv(dim_in, dim_out * mult, 3),
             gelu(),
-            nn.GroupNorm(1, dim_out * mult),
+            GroupNorm(1, dim_out * mult),
             conv(dim_out * mult, dim_out, 3),
         )
         self.res_conv = conv(dim_in, dim_out, 1) if dim_in != dim_out else nn.Identity()

@@ -5,7 +5,7 @@ import json
 import sys
 from pathlib import Path
 
-import ddpm  # noqa: F401  (sets the oneDNN ISA cap before MindSpore loads)
+import ddpm  # noqa: F401  (sets oneDNN and OpenMP variables before MindSpore loads)
 
 # isort: split
 import mindspore as ms

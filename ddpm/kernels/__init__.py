@@ -1,0 +1,20 @@
+"""Fused CPU kernels for the ops that MindSpore 2.10 runs slowly on CPU.
+
+MindSpore's profiler on the seed's train step (README, 'Speed') put three op families far
+behind PyTorch on the same machine: depthwise 7x7 convolutions (oneDNN's grouped-gemm
+path), GroupNorm with its gradient, and softmax over a non-last axis (a transpose, a
+softmax and a ReduceSum in the backward pass). `cpu_kernels.cc` computes each of them,
+with its backward, as a MindSpore AOT custom op (`ops.py`). The cells in `layers.py` keep
+the built-in cells' parameters, names and initialisation, so checkpoints do not depend on
+the choice.
+
+The kernels are used when the device is CPU, `use(False)` was not called (config
+`runtime.cpu_kernels`), DDPM_CPU_KERNELS is not 0, and the library compiles. Otherwise
+the built-in ops run, with a warning if compilation was the reason.
+"""
+
+from ddpm.kernels.build import library
+from ddpm.kernels.layers import DepthwiseConv2d, GroupNorm, Softmax
+from ddpm.kernels.ops import active, use
+
+__all__ = ["DepthwiseConv2d", "GroupNorm", "Softmax", "active", "library", "use"]

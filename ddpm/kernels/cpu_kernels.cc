@@ -1,0 +1,353 @@
+// Fused CPU kernels for the U-Net's slowest MindSpore ops (see ddpm/kernels/__init__.py).
+//
+// Each function follows MindSpore's AOT custom-op interface: params holds the inputs, then
+// the outputs; shapes[i] has ndims[i] entries. Tensors are contiguous float32, NCHW.
+// Work is split over planes or groups with OpenMP; vectors are 8 floats wide (GCC vector
+// extensions), which fits W = 7, 14, 28 with little waste.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+typedef float v8 __attribute__((vector_size(32)));
+typedef float v8u __attribute__((vector_size(32), aligned(4)));  // unaligned access
+typedef int32_t i8 __attribute__((vector_size(32)));
+
+inline v8 load(const float *p) { return *(const v8u *)p; }
+inline void store(float *p, v8 v) { *(v8u *)p = v; }
+inline v8 splat(float a) { return v8{a, a, a, a, a, a, a, a}; }
+inline float hsum(v8 v) {
+  float s = 0.f;
+  for (int k = 0; k < 8; ++k) s += v[k];
+  return s;
+}
+
+// Stores the first n (<= 8) lanes of v at p.
+inline void store_n(float *p, v8 v, int n) {
+  if (n == 8) {
+    store(p, v);
+  } else {
+    float lanes[8];
+    std::memcpy(lanes, &v, sizeof lanes);
+    std::memcpy(p, lanes, n * sizeof(float));
+  }
+}
+
+// exp(x) for 8 lanes: 2^n * p(r), x = n ln2 + r, |r| <= ln2/2 (Cephes expf polynomial,
+// about 2 ulp). Inputs below -87.3 flush to 0, as softmax after max-subtraction expects.
+inline v8 vexp(v8 x) {
+  const v8 lo = splat(-87.3f), hi = splat(88.3f);
+  x = x < lo ? lo : x;
+  x = x > hi ? hi : x;
+  const v8 n = __builtin_convertvector(__builtin_convertvector(x * 1.44269504f + 0.5f * (x > 0 ? splat(1.f) : splat(-1.f)), i8), v8);
+  v8 r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  v8 p = splat(1.9875691500e-4f);
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.f;
+  const i8 bits = (__builtin_convertvector(n, i8) + 127) << 23;
+  v8 scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return (x <= lo) ? splat(0.f) : p * scale;
+}
+
+// ---- depthwise convolution: stride 1, odd kernel K, zero "same" padding K/2 -----------------
+struct Plane {
+  int H, W, K, P;
+  int Wr;  // W rounded up to the vector width
+  int Wp;  // padded row stride: Wr + 2P, plus one vector of slack for the last taps
+  int Hp;
+  Plane(int h, int w, int k)
+      : H(h), W(w), K(k), P(k / 2), Wr((w + 7) / 8 * 8), Wp(Wr + 2 * (k / 2) + 8), Hp(h + 2 * (k / 2)) {}
+  size_t padded() const { return (size_t)Hp * Wp; }
+};
+
+// Copies an H x W plane into a zeroed buffer of row stride ld, offset by (off, off).
+void place(const float *src, float *dst, const Plane &g, int off, int ld) {
+  for (int i = 0; i < g.H; ++i) std::memcpy(dst + (size_t)(i + off) * ld + off, src + (size_t)i * g.W, g.W * sizeof(float));
+}
+
+// y[i, j] = sum_{p,q} w[p, q] * x[i + p - P, j + q - P] for one plane.
+void correlate_plane(const float *x, const float *w, float *y, const Plane &g, float *pad) {
+  std::fill(pad, pad + g.padded(), 0.f);
+  place(x, pad, g, g.P, g.Wp);
+  for (int i = 0; i < g.H; ++i)
+    for (int j0 = 0; j0 < g.W; j0 += 8) {
+      v8 acc = splat(0.f);
+      for (int p = 0; p < g.K; ++p) {
+        const float *row = pad + (size_t)(i + p) * g.Wp + j0;
+        for (int q = 0; q < g.K; ++q) acc += w[p * g.K + q] * load(row + q);
+      }
+      store_n(y + (size_t)i * g.W + j0, acc, std::min(8, g.W - j0));
+    }
+}
+
+// Every plane of x [B, C, H, W] with its channel's kernel w [C, 1, K, K] (flipped for dx).
+void correlate(const float *x, const float *w, float *y, const int64_t *xs, int K, bool flip) {
+  const int B = xs[0], C = xs[1];
+  const Plane g(xs[2], xs[3], K);
+  std::vector<float> kernels(w, w + (size_t)C * K * K);
+  if (flip)
+    for (int c = 0; c < C; ++c) std::reverse(kernels.begin() + c * K * K, kernels.begin() + (c + 1) * K * K);
+  const size_t plane = (size_t)g.H * g.W;
+#pragma omp parallel
+  {
+    std::vector<float> pad(g.padded());
+#pragma omp for schedule(static)
+    for (int bc = 0; bc < B * C; ++bc)
+      correlate_plane(x + bc * plane, &kernels[(size_t)(bc % C) * K * K], y + bc * plane, g, pad.data());
+  }
+}
+
+// dw[c, p, q] = sum_{b, i, j} dy[b, c, i, j] * x_pad[b, c, i + p, j + q].
+void depthwise_filter_grad(const float *x, const float *dy, float *dw, const int64_t *xs, int K) {
+  const int B = xs[0], C = xs[1];
+  const Plane g(xs[2], xs[3], K);
+  const size_t plane = (size_t)g.H * g.W;
+#pragma omp parallel
+  {
+    std::vector<float> xp(g.padded()), gp((size_t)g.H * g.Wr);
+    std::vector<v8> acc(K);
+    std::vector<double> sum(K * K);
+#pragma omp for schedule(static)
+    for (int c = 0; c < C; ++c) {
+      std::fill(sum.begin(), sum.end(), 0.0);
+      for (int b = 0; b < B; ++b) {
+        const size_t off = ((size_t)b * C + c) * plane;
+        std::fill(xp.begin(), xp.end(), 0.f);
+        std::fill(gp.begin(), gp.end(), 0.f);  // zero lanes past W keep the tail out of the sum
+        place(x + off, xp.data(), g, g.P, g.Wp);
+        for (int i = 0; i < g.H; ++i) std::memcpy(&gp[(size_t)i * g.Wr], dy + off + (size_t)i * g.W, g.W * sizeof(float));
+        for (int p = 0; p < K; ++p) {
+          std::fill(acc.begin(), acc.end(), splat(0.f));
+          for (int i = 0; i < g.H; ++i)
+            for (int j0 = 0; j0 < g.Wr; j0 += 8) {
+              const v8 gv = load(&gp[(size_t)i * g.Wr + j0]);
+              const float *row = &xp[(size_t)(i + p) * g.Wp + j0];
+              for (int q = 0; q < K; ++q) acc[q] += gv * load(row + q);
+            }
+          for (int q = 0; q < K; ++q) sum[p * K + q] += hsum(acc[q]);
+        }
+      }
+      for (int k = 0; k < K * K; ++k) dw[(size_t)c * K * K + k] = (float)sum[k];
+    }
+  }
+}
+
+// ---- GroupNorm (Wu & He 2018): y = (x - mu_g) / sqrt(var_g + eps) * gamma_c + beta_c --------
+struct Groups {
+  int B, C, G, HW;
+  size_t per_group() const { return (size_t)(C / G) * HW; }
+};
+
+void group_norm(const float *x, const float *gamma, const float *beta, float eps, float *y, float *mean,
+                float *rstd, const Groups &s) {
+  const size_t n = s.per_group();
+#pragma omp parallel for schedule(static)
+  for (int bg = 0; bg < s.B * s.G; ++bg) {
+    const float *xg = x + bg * n;
+    double sum = 0.0;
+    for (size_t k = 0; k < n; ++k) sum += xg[k];
+    const float mu = (float)(sum / n);
+    double sq = 0.0;  // two passes: no cancellation when |mean| >> std
+    for (size_t k = 0; k < n; ++k) sq += (double)(xg[k] - mu) * (xg[k] - mu);
+    const float r = 1.f / std::sqrt((float)(sq / n) + eps);
+    mean[bg] = mu;
+    rstd[bg] = r;
+    const int c0 = (bg % s.G) * (s.C / s.G);
+    for (int c = 0; c < s.C / s.G; ++c) {
+      const float a = r * gamma[c0 + c], b = beta[c0 + c] - mu * a;
+      const float *xc = xg + (size_t)c * s.HW;
+      float *yc = y + bg * n + (size_t)c * s.HW;
+      for (int k = 0; k < s.HW; ++k) yc[k] = xc[k] * a + b;
+    }
+  }
+}
+
+// With xhat = (x - mu) r and g = dy * gamma, over each group:
+//   dx = r (g - mean(g) - xhat mean(g xhat)),  dgamma_c = sum dy xhat,  dbeta_c = sum dy.
+void group_norm_grad(const float *x, const float *gamma, const float *dy, const float *mean, const float *rstd,
+                     float *dx, float *dgamma, float *dbeta, const Groups &s) {
+  const size_t n = s.per_group();
+  const int cg = s.C / s.G;
+  std::vector<double> dg((size_t)s.B * s.C), db((size_t)s.B * s.C);  // per (b, c), summed over b below
+#pragma omp parallel for schedule(static)
+  for (int bg = 0; bg < s.B * s.G; ++bg) {
+    const float mu = mean[bg], r = rstd[bg];
+    const int b = bg / s.G, c0 = (bg % s.G) * cg;
+    double sum_g = 0.0, sum_gx = 0.0;
+    for (int c = 0; c < cg; ++c) {
+      const float *xc = x + bg * n + (size_t)c * s.HW, *dc = dy + bg * n + (size_t)c * s.HW;
+      double sdy = 0.0, sdyx = 0.0;
+      for (int k = 0; k < s.HW; ++k) {
+        const float xhat = (xc[k] - mu) * r;
+        sdy += dc[k];
+        sdyx += dc[k] * xhat;
+      }
+      db[(size_t)b * s.C + c0 + c] = sdy;
+      dg[(size_t)b * s.C + c0 + c] = sdyx;
+      sum_g += sdy * gamma[c0 + c];
+      sum_gx += sdyx * gamma[c0 + c];
+    }
+    const float m_g = (float)(sum_g / n), m_gx = (float)(sum_gx / n);
+    for (int c = 0; c < cg; ++c) {
+      const float gm = gamma[c0 + c];
+      const float *xc = x + bg * n + (size_t)c * s.HW, *dc = dy + bg * n + (size_t)c * s.HW;
+      float *out = dx + bg * n + (size_t)c * s.HW;
+      for (int k = 0; k < s.HW; ++k) out[k] = r * (dc[k] * gm - m_g - (xc[k] - mu) * r * m_gx);
+    }
+  }
+  for (int c = 0; c < s.C; ++c) {
+    double a = 0.0, b = 0.0;
+    for (int i = 0; i < s.B; ++i) {
+      a += dg[(size_t)i * s.C + c];
+      b += db[(size_t)i * s.C + c];
+    }
+    dgamma[c] = (float)a;
+    dbeta[c] = (float)b;
+  }
+}
+
+// ---- softmax over the middle axis of a [O, L, I] view --------------------------------------
+// I == 1 is the last axis; I > 1 runs over a non-last axis with the inner axis in the lanes.
+void softmax_rows(const float *x, float *y, int L) {  // one contiguous row of L
+  v8 m8 = splat(-INFINITY);
+  int l = 0;
+  for (; l + 8 <= L; l += 8) {
+    const v8 v = load(x + l);
+    m8 = v > m8 ? v : m8;
+  }
+  float m = -INFINITY;
+  for (int k = 0; k < 8; ++k) m = std::max(m, m8[k]);
+  for (; l < L; ++l) m = std::max(m, x[l]);
+  v8 s8 = splat(0.f);
+  for (l = 0; l + 8 <= L; l += 8) {
+    const v8 e = vexp(load(x + l) - m);
+    store(y + l, e);
+    s8 += e;
+  }
+  float s = hsum(s8);
+  for (; l < L; ++l) {
+    const v8 e = vexp(splat(x[l] - m));
+    y[l] = e[0];
+    s += e[0];
+  }
+  const float inv = 1.f / s;
+  for (l = 0; l < L; ++l) y[l] *= inv;
+}
+
+void softmax_strided(const float *x, float *y, int L, int I, float *m, float *s) {
+  std::fill(m, m + I, -INFINITY);
+  std::fill(s, s + I, 0.f);
+  for (int l = 0; l < L; ++l)
+    for (int i = 0; i < I; ++i) m[i] = std::max(m[i], x[(size_t)l * I + i]);
+  for (int l = 0; l < L; ++l) {
+    int i = 0;
+    for (; i + 8 <= I; i += 8) {
+      const v8 e = vexp(load(x + (size_t)l * I + i) - load(m + i));
+      store(y + (size_t)l * I + i, e);
+      store(s + i, load(s + i) + e);
+    }
+    for (; i < I; ++i) {
+      const float e = vexp(splat(x[(size_t)l * I + i] - m[i]))[0];
+      y[(size_t)l * I + i] = e;
+      s[i] += e;
+    }
+  }
+  for (int i = 0; i < I; ++i) s[i] = 1.f / s[i];
+  for (int l = 0; l < L; ++l)
+    for (int i = 0; i < I; ++i) y[(size_t)l * I + i] *= s[i];
+}
+
+// dx = y (dy - sum_l dy y), per (o, i).
+void softmax_grad(const float *y, const float *dy, float *dx, int O, int L, int I) {
+#pragma omp parallel
+  {
+    std::vector<float> dot(I);
+#pragma omp for schedule(static)
+    for (int o = 0; o < O; ++o) {
+      const size_t off = (size_t)o * L * I;
+      std::fill(dot.begin(), dot.end(), 0.f);
+      for (int l = 0; l < L; ++l)
+        for (int i = 0; i < I; ++i) dot[i] += dy[off + (size_t)l * I + i] * y[off + (size_t)l * I + i];
+      for (int l = 0; l < L; ++l)
+        for (int i = 0; i < I; ++i) {
+          const size_t k = off + (size_t)l * I + i;
+          dx[k] = y[k] * (dy[k] - dot[i]);
+        }
+    }
+  }
+}
+
+}  // namespace
+
+// ---- the AOT entry points ---------------------------------------------------------------------
+#define AOT_ARGS int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream, void *extra
+#define F(i) static_cast<float *>(params[i])
+
+// (x [B,C,H,W], w [C,1,K,K]) -> y
+extern "C" int DepthwiseConv(AOT_ARGS) {
+  correlate(F(0), F(1), F(2), shapes[0], shapes[1][2], false);
+  return 0;
+}
+
+// (dy [B,C,H,W], w [C,1,K,K]) -> dx: correlation with the flipped kernel.
+extern "C" int DepthwiseConvInputGrad(AOT_ARGS) {
+  correlate(F(0), F(1), F(2), shapes[0], shapes[1][2], true);
+  return 0;
+}
+
+// (x, dy, w) -> dw; w gives only the kernel shape.
+extern "C" int DepthwiseConvFilterGrad(AOT_ARGS) {
+  depthwise_filter_grad(F(0), F(1), F(3), shapes[0], shapes[2][2]);
+  return 0;
+}
+
+// (x [B,C,...], gamma [C], beta [C], spec [G] = eps) -> (y, mean [B,G], rstd [B,G])
+extern "C" int GroupNorm(AOT_ARGS) {
+  int64_t hw = 1;
+  for (int d = 2; d < ndims[0]; ++d) hw *= shapes[0][d];
+  const Groups s{(int)shapes[0][0], (int)shapes[0][1], (int)shapes[3][0], (int)hw};
+  group_norm(F(0), F(1), F(2), F(3)[0], F(4), F(5), F(6), s);
+  return 0;
+}
+
+// (x, gamma, dy, mean, rstd) -> (dx, dgamma, dbeta)
+extern "C" int GroupNormGrad(AOT_ARGS) {
+  int64_t hw = 1;
+  for (int d = 2; d < ndims[0]; ++d) hw *= shapes[0][d];
+  const Groups s{(int)shapes[0][0], (int)shapes[0][1], (int)shapes[3][1], (int)hw};
+  group_norm_grad(F(0), F(1), F(2), F(3), F(4), F(5), F(6), F(7), s);
+  return 0;
+}
+
+// (x [O, L, I]) -> softmax over L
+extern "C" int Softmax(AOT_ARGS) {
+  const int O = shapes[0][0], L = shapes[0][1], I = shapes[0][2];
+  const float *x = F(0);
+  float *y = F(1);
+#pragma omp parallel
+  {
+    std::vector<float> m(I), s(I);
+#pragma omp for schedule(static)
+    for (int o = 0; o < O; ++o) {
+      const size_t off = (size_t)o * L * I;
+      if (I == 1) softmax_rows(x + off, y + off, L);
+      else softmax_strided(x + off, y + off, L, I, m.data(), s.data());
+    }
+  }
+  return 0;
+}
+
+// (y, dy) -> dx, both [O, L, I]
+extern "C" int SoftmaxGrad(AOT_ARGS) {
+  softmax_grad(F(0), F(1), F(2), shapes[0][0], shapes[0][1], shapes[0][2]);
+  return 0;
+}

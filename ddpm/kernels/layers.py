@@ -1,0 +1,66 @@
+"""Drop-in cells that run the fused kernels when `active()`, else the built-in ops."""
+
+from __future__ import annotations
+
+import numpy as np
+from mindspore import Tensor, nn, ops
+
+from ddpm.kernels.ops import active, primitives
+
+
+class DepthwiseConv2d(nn.Conv2d):
+    """nn.Conv2d(C, C, K, group=C, padding=K//2, bias) with the same parameters."""
+
+    def __init__(self, channels: int, kernel: int) -> None:
+        super().__init__(
+            channels,
+            channels,
+            kernel,
+            pad_mode="pad",
+            padding=kernel // 2,
+            group=channels,
+            has_bias=True,
+        )
+        self.fused = kernel % 2 == 1 and active()
+        self.depthwise = primitives().depthwise_conv if self.fused else None
+
+    def construct(self, x: Tensor) -> Tensor:
+        if self.fused:
+            return ops.bias_add(self.depthwise(x, self.weight), self.bias)
+        return super().construct(x)
+
+
+class GroupNorm(nn.GroupNorm):
+    """nn.GroupNorm (Wu & He 2018) with the same parameters (gamma, beta)."""
+
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5) -> None:
+        super().__init__(num_groups, num_channels, eps=eps)
+        self.fused = active()
+        self.group_norm = primitives().group_norm if self.fused else None
+        # The kernel reads G from this tensor's length and eps from its values.
+        self.spec = Tensor(np.full(num_groups, eps, np.float32))
+
+    def construct(self, x: Tensor) -> Tensor:
+        if self.fused:
+            return self.group_norm(x, self.gamma, self.beta, self.spec)[0]
+        return super().construct(x)
+
+
+class Softmax(nn.Cell):
+    """Softmax over axis -1 or -2."""
+
+    def __init__(self, axis: int) -> None:
+        super().__init__()
+        if axis not in (-1, -2):
+            raise ValueError(f"Softmax supports axis -1 or -2, got {axis}")
+        self.axis = axis
+        self.fused = active()
+        self.softmax = primitives().softmax if self.fused else None
+
+    def construct(self, x: Tensor) -> Tensor:
+        if not self.fused:
+            return ops.softmax(x, self.axis)
+        shape = x.shape
+        inner = 1 if self.axis == -1 else shape[-1]
+        y = self.softmax(x.reshape((-1, shape[self.axis], inner)))  # [O, L, I]
+        return y.reshape(shape)

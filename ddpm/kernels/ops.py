@@ -1,0 +1,76 @@
+"""The AOT custom ops of cpu_kernels.cc, each with its backward as a bprop."""
+
+from __future__ import annotations
+
+import functools
+import os
+from types import SimpleNamespace
+
+import mindspore as ms
+from mindspore import ops
+
+from ddpm.kernels.build import library
+
+_requested = os.environ.get("DDPM_CPU_KERNELS", "1") != "0"
+
+
+def use(enabled: bool) -> None:
+    """Turn the fused kernels on or off for networks built after this call."""
+    global _requested
+    _requested = enabled
+
+
+def active() -> bool:
+    """Whether networks built now get the fused kernels."""
+    if not _requested or ms.get_context("device_target") != "CPU":
+        return False
+    return library() is not None
+
+
+def _same(x, *_):
+    return x
+
+
+@functools.cache
+def primitives() -> SimpleNamespace:
+    """The Custom primitives, created once; requires the compiled library."""
+    path = library()
+    if path is None:
+        raise RuntimeError("the fused CPU kernels are not available (see the warning above)")
+
+    def aot(name, out_shape, out_dtype, bprop=None):
+        return ops.Custom(f"{path}:{name}", out_shape, out_dtype, func_type="aot", bprop=bprop)
+
+    # Depthwise convolution, stride 1, padding K//2: dx is the correlation of dy with the
+    # flipped kernel; dw sums dy against shifted x.
+    dw_input = aot("DepthwiseConvInputGrad", _same, _same)
+    dw_filter = aot("DepthwiseConvFilterGrad", lambda x, dy, w: w, lambda x, dy, w: w)
+
+    def depthwise_bprop(x, w, out, dout):
+        return dw_input(dout, w), dw_filter(x, dout, w)
+
+    # GroupNorm returns (y, mean, rstd); the statistics feed the backward only.
+    gn_grad = aot(
+        "GroupNormGrad",
+        lambda x, gamma, dy, mean, rstd: (x, gamma, gamma),
+        lambda x, gamma, dy, mean, rstd: (x, gamma, gamma),
+    )
+
+    def group_norm_bprop(x, gamma, beta, spec, out, dout):
+        dx, dgamma, dbeta = gn_grad(x, gamma, dout[0], out[1], out[2])
+        return dx, dgamma, dbeta, ops.zeros_like(spec)
+
+    def group_norm_shape(x, gamma, beta, spec):
+        return x, [x[0], spec[0]], [x[0], spec[0]]
+
+    # Softmax over the middle axis of [O, L, I]: dx = y (dy - sum_L dy y).
+    softmax_grad = aot("SoftmaxGrad", _same, _same)
+
+    def softmax_bprop(x, out, dout):
+        return (softmax_grad(out, dout),)
+
+    return SimpleNamespace(
+        depthwise_conv=aot("DepthwiseConv", _same, _same, depthwise_bprop),
+        group_norm=aot("GroupNorm", group_norm_shape, lambda x, *_: (x, x, x), group_norm_bprop),
+        softmax=aot("Softmax", _same, _same, softmax_bprop),
+    )

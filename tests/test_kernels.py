@@ -1,0 +1,146 @@
+"""The fused CPU kernels against MindSpore's built-in ops: values and gradients."""
+
+from __future__ import annotations
+
+import mindspore as ms
+import numpy as np
+import pytest
+from mindspore import Tensor, nn, ops
+
+from ddpm import kernels
+
+pytestmark = pytest.mark.skipif(
+    kernels.library() is None, reason="no C++ compiler: the fused kernels cannot be built"
+)
+
+
+def grads_of(cell: nn.Cell, x: np.ndarray, seed: int = 0):
+    """(y, dL/dx, dL/dparams) for L = sum(y * g) with a fixed random g; compiled."""
+    g = Tensor(np.random.default_rng(seed).standard_normal(cell(Tensor(x)).shape, np.float32))
+    params = cell.trainable_params()
+
+    def loss(x):
+        return (cell(x) * g).sum()
+
+    step = ms.jit(ms.value_and_grad(loss, grad_position=0, weights=params or None))
+    _, grads = step(Tensor(x))
+    y = cell(Tensor(x)).asnumpy()
+    dx, dparams = grads if params else (grads, ())
+    return y, dx.asnumpy(), [d.asnumpy() for d in dparams]
+
+
+def assert_same(fused, builtin, x, rtol=2e-5):
+    """Same outputs and gradients, relative to each tensor's largest magnitude."""
+    for a, b in zip(
+        [fused[0], fused[1], *fused[2]], [builtin[0], builtin[1], *builtin[2]], strict=True
+    ):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=0, atol=rtol * max(1.0, float(np.abs(b).max())))
+
+
+def twin_cells(make):
+    """The same cell built with the kernels on and off, sharing initial parameter values."""
+    kernels.use(True)
+    fused = make()
+    kernels.use(False)
+    builtin = make()
+    kernels.use(True)
+    assert fused.fused and not builtin.fused
+    for p, q in zip(fused.get_parameters(), builtin.get_parameters(), strict=True):
+        assert p.name == q.name  # checkpoints load either way
+        value = np.random.default_rng(1).standard_normal(p.shape).astype(np.float32)
+        p.set_data(Tensor(value))
+        q.set_data(Tensor(value))
+    return fused, builtin
+
+
+@pytest.mark.parametrize(
+    "shape,kernel",
+    [((2, 3, 28, 28), 7), ((3, 5, 7, 9), 7), ((2, 4, 14, 14), 3), ((1, 2, 5, 17), 5)],
+)
+def test_depthwise_conv_matches_grouped_conv(graph_mode, shape, kernel):
+    fused, builtin = twin_cells(lambda: kernels.DepthwiseConv2d(shape[1], kernel))
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    assert_same(grads_of(fused, x), grads_of(builtin, x), x)
+
+
+@pytest.mark.parametrize(
+    "groups,shape", [(1, (2, 6, 9, 9)), (2, (3, 8, 7, 7)), (8, (2, 16, 4, 5)), (4, (2, 4, 3, 3))]
+)
+def test_group_norm_matches_builtin(graph_mode, groups, shape):
+    fused, builtin = twin_cells(lambda: kernels.GroupNorm(groups, shape[1]))
+    # An offset mean tests the two-pass variance; the scale tests eps handling.
+    x = 3.0 + 0.5 * np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    assert_same(grads_of(fused, x), grads_of(builtin, x), x)
+
+
+@pytest.mark.parametrize("axis,shape", [(-1, (2, 3, 37)), (-2, (2, 4, 8, 50)), (-2, (3, 5, 3))])
+def test_softmax_matches_builtin(graph_mode, axis, shape):
+    fused, builtin = twin_cells(lambda: kernels.Softmax(axis))
+    x = 4.0 * np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    out = grads_of(fused, x)
+    assert_same(out, grads_of(builtin, x), x)
+    np.testing.assert_allclose(out[0].sum(axis=axis), 1.0, atol=1e-5)
+
+
+def test_softmax_saturates_without_overflow(graph_mode):
+    kernels.use(True)
+    x = np.array([[[1000.0, 0.0, -1000.0], [-200.0, -200.0, 89.0]]], np.float32)
+    y = kernels.Softmax(-1)(Tensor(x)).asnumpy()
+    np.testing.assert_allclose(y, [[[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]], atol=1e-7)
+    assert np.isfinite(y).all()
+
+
+def test_switched_off_builds_builtin_ops():
+    kernels.use(False)
+    try:
+        assert not kernels.active()
+        assert not kernels.GroupNorm(2, 4).fused
+    finally:
+        kernels.use(True)
+    assert kernels.active()
+
+
+def test_unknown_softmax_axis_is_refused():
+    with pytest.raises(ValueError, match="axis -1 or -2"):
+        kernels.Softmax(1)
+
+
+def test_library_is_cached(tmp_path, monkeypatch):
+    """A second build with the same source, compiler and CPU reuses the file."""
+    from ddpm.kernels import build
+
+    monkeypatch.setenv("DDPM_KERNEL_CACHE", str(tmp_path))
+    build.library.cache_clear()
+    try:
+        first = build.library()
+        assert first is not None and first.parent == tmp_path
+        stamp = first.stat().st_mtime_ns
+        build.library.cache_clear()
+        assert build.library() == first and first.stat().st_mtime_ns == stamp
+        assert not list(tmp_path.glob("*.tmp"))
+    finally:
+        monkeypatch.undo()
+        build.library.cache_clear()
+
+
+def test_missing_compiler_falls_back_with_a_warning(monkeypatch, caplog):
+    from ddpm.kernels import build
+
+    monkeypatch.setenv("CXX", "no-such-compiler-xyz")
+    build.library.cache_clear()
+    try:
+        assert build.library() is None
+        assert "no C++ compiler" in caplog.text
+    finally:
+        monkeypatch.undo()
+        build.library.cache_clear()
+
+
+def test_pynative_matches_graph():
+    """The custom ops also run op by op (sampling and tests use PyNative)."""
+    kernels.use(True)
+    cell = kernels.GroupNorm(2, 4)
+    x = Tensor(np.random.default_rng(0).standard_normal((2, 4, 5, 5)).astype(np.float32))
+    ref = ops.group_norm(x, 2, cell.gamma, cell.beta, 1e-5).asnumpy()
+    np.testing.assert_allclose(cell(x).asnumpy(), ref, atol=1e-5)
