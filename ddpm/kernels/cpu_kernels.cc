@@ -14,7 +14,7 @@ namespace {
 
 typedef float v8 __attribute__((vector_size(32)));
 typedef float v8u __attribute__((vector_size(32), aligned(4)));  // unaligned access
-typedef int32_t i8 __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
 
 inline v8 load(const float *p) { return *(const v8u *)p; }
 inline void store(float *p, v8 v) { *(v8u *)p = v; }
@@ -42,7 +42,8 @@ inline v8 vexp(v8 x) {
   const v8 lo = splat(-87.3f), hi = splat(88.3f);
   x = x < lo ? lo : x;
   x = x > hi ? hi : x;
-  const v8 n = __builtin_convertvector(__builtin_convertvector(x * 1.44269504f + 0.5f * (x > 0 ? splat(1.f) : splat(-1.f)), i8), v8);
+  const v8 t = x * 1.44269504f;  // x / ln 2, rounded to the nearest integer n
+  const v8 n = __builtin_convertvector(__builtin_convertvector(t + (t > 0 ? splat(0.5f) : splat(-0.5f)), v8i), v8);
   v8 r = x - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
   v8 p = splat(1.9875691500e-4f);
@@ -52,7 +53,7 @@ inline v8 vexp(v8 x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.f;
-  const i8 bits = (__builtin_convertvector(n, i8) + 127) << 23;
+  const v8i bits = (__builtin_convertvector(n, v8i) + 127) << 23;
   v8 scale;
   std::memcpy(&scale, &bits, sizeof scale);
   return (x <= lo) ? splat(0.f) : p * scale;
@@ -141,6 +142,22 @@ void depthwise_filter_grad(const float *x, const float *dy, float *dw, const int
   }
 }
 
+// Sums over [0, n) of term(k) (8 lanes at k) and tail(k) (one element): float vectors within
+// blocks of 1024 elements, blocks added in double, so long groups keep their precision.
+template <class Term, class Tail>
+double block_sum(size_t n, Term term, Tail tail) {
+  double total = 0.0;
+  size_t k = 0;
+  for (; k + 8 <= n;) {
+    v8 acc = splat(0.f);
+    const size_t end = std::min(n / 8 * 8, k + 1024);
+    for (; k < end; k += 8) acc += term(k);
+    total += hsum(acc);
+  }
+  for (; k < n; ++k) total += tail(k);
+  return total;
+}
+
 // ---- GroupNorm (Wu & He 2018): y = (x - mu_g) / sqrt(var_g + eps) * gamma_c + beta_c --------
 struct Groups {
   int B, C, G, HW;
@@ -153,11 +170,11 @@ void group_norm(const float *x, const float *gamma, const float *beta, float eps
 #pragma omp parallel for schedule(static)
   for (int bg = 0; bg < s.B * s.G; ++bg) {
     const float *xg = x + bg * n;
-    double sum = 0.0;
-    for (size_t k = 0; k < n; ++k) sum += xg[k];
+    const double sum = block_sum(n, [&](size_t k) { return load(xg + k); }, [&](size_t k) { return xg[k]; });
     const float mu = (float)(sum / n);
-    double sq = 0.0;  // two passes: no cancellation when |mean| >> std
-    for (size_t k = 0; k < n; ++k) sq += (double)(xg[k] - mu) * (xg[k] - mu);
+    const double sq = block_sum(  // two passes: no cancellation when |mean| >> std
+        n, [&](size_t k) { const v8 d = load(xg + k) - mu; return d * d; },
+        [&](size_t k) { return (xg[k] - mu) * (xg[k] - mu); });
     const float r = 1.f / std::sqrt((float)(sq / n) + eps);
     mean[bg] = mu;
     rstd[bg] = r;
@@ -185,12 +202,10 @@ void group_norm_grad(const float *x, const float *gamma, const float *dy, const 
     double sum_g = 0.0, sum_gx = 0.0;
     for (int c = 0; c < cg; ++c) {
       const float *xc = x + bg * n + (size_t)c * s.HW, *dc = dy + bg * n + (size_t)c * s.HW;
-      double sdy = 0.0, sdyx = 0.0;
-      for (int k = 0; k < s.HW; ++k) {
-        const float xhat = (xc[k] - mu) * r;
-        sdy += dc[k];
-        sdyx += dc[k] * xhat;
-      }
+      const double sdy = block_sum(s.HW, [&](size_t k) { return load(dc + k); }, [&](size_t k) { return dc[k]; });
+      const double sdyx = block_sum(
+          s.HW, [&](size_t k) { return load(dc + k) * ((load(xc + k) - mu) * r); },
+          [&](size_t k) { return dc[k] * ((xc[k] - mu) * r); });
       db[(size_t)b * s.C + c0 + c] = sdy;
       dg[(size_t)b * s.C + c0 + c] = sdyx;
       sum_g += sdy * gamma[c0 + c];
@@ -266,6 +281,13 @@ void softmax_strided(const float *x, float *y, int L, int I, float *m, float *s)
     for (int i = 0; i < I; ++i) y[(size_t)l * I + i] *= s[i];
 }
 
+// dx = y (dy - sum_l dy y) along one contiguous row of L.
+void softmax_grad_row(const float *y, const float *dy, float *dx, int L) {
+  const float dot = (float)block_sum(
+      L, [&](size_t l) { return load(dy + l) * load(y + l); }, [&](size_t l) { return dy[l] * y[l]; });
+  for (int l = 0; l < L; ++l) dx[l] = y[l] * (dy[l] - dot);
+}
+
 // dx = y (dy - sum_l dy y), per (o, i).
 void softmax_grad(const float *y, const float *dy, float *dx, int O, int L, int I) {
 #pragma omp parallel
@@ -274,6 +296,10 @@ void softmax_grad(const float *y, const float *dy, float *dx, int O, int L, int 
 #pragma omp for schedule(static)
     for (int o = 0; o < O; ++o) {
       const size_t off = (size_t)o * L * I;
+      if (I == 1) {
+        softmax_grad_row(y + off, dy + off, dx + off, L);
+        continue;
+      }
       std::fill(dot.begin(), dot.end(), 0.f);
       for (int l = 0; l < L; ++l)
         for (int i = 0; i < I; ++i) dot[i] += dy[off + (size_t)l * I + i] * y[off + (size_t)l * I + i];
