@@ -17,11 +17,8 @@ if platform.machine().lower() in ("x86_64", "amd64"):
     # falls back to oneDNN's reference kernel (~20x slower). Capping the ISA at AVX2
     # selects the gemm:jit path.
     _defaults["ONEDNN_MAX_CPU_ISA"] = "AVX2"
-ENV_SET_HERE = tuple(
-    name
-    for name in _defaults
-    if name not in os.environ and os.environ.get("DDPM_ENV_DEFAULTS", "1") != "0"
-)
+_apply = os.environ.get("DDPM_ENV_DEFAULTS", "1") != "0"
+ENV_SET_HERE = tuple(name for name in _defaults if _apply and name not in os.environ)
 for _name in ENV_SET_HERE:
     os.environ[_name] = _defaults[_name]
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn
 from omegaconf import DictConfig, OmegaConf
 
+from ddpm import kernels
 from ddpm.data import ImageData, load_images
 from ddpm.data.pipeline import steps_per_epoch
 from ddpm.diffusion import GaussianDiffusion
@@ -41,6 +43,14 @@ MODEL_GROUPS = ("schedule", "objective", "block", "attention", "model")
 
 def section(cfg: DictConfig, group: str) -> dict[str, Any]:
     return OmegaConf.to_container(cfg[group], resolve=True)  # type: ignore[return-value]
+
+
+def configure_runtime(runtime: dict[str, Any], mode: str | None = None) -> None:
+    """Apply the runtime section: device, execution mode (or `mode`), fused CPU kernels."""
+    ms.set_device(runtime["device"])
+    graph = (mode or runtime["mode"]) == "graph"
+    ms.set_context(mode=ms.GRAPH_MODE if graph else ms.PYNATIVE_MODE)
+    kernels.use(runtime.get("cpu_kernels", True))  # runs saved before the key: the default
 
 
 def _call(group: str, fn, *args, **kwargs):

@@ -18,8 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from ddpm import kernels
-from ddpm.build import build_trainer
+from ddpm.build import build_trainer, configure_runtime, section
 from ddpm.callbacks import FAILED_MARKER
 from ddpm.checkpoint import CheckpointError, resolve_resume
 from ddpm.data import DatasetError
@@ -68,11 +67,9 @@ def sweep_metric(cfg: DictConfig) -> str:
     return "hparam/" + name
 
 
-def setup_runtime(seed: int, mode: str, device: str, cpu_kernels: bool = True) -> World:
-    """Device, execution mode, fused CPU kernels and seed; joins the msrun cluster if any."""
-    ms.set_device(device)
-    ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
-    kernels.use(cpu_kernels)
+def setup_runtime(seed: int, runtime: dict) -> World:
+    """The runtime section, then the seed; joins the msrun cluster when launched by msrun."""
+    configure_runtime(runtime)
     ms.set_seed(seed)  # the same initial weights on every worker
     world = init_world()
     if not world.is_main:  # rank 0 owns the run's log file; the others log to msrun's logs
@@ -104,10 +101,7 @@ def report_schedule(alpha_bar_T: float, name: str, timesteps: int) -> None:
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
-    runtime = cfg.runtime
-    world = setup_runtime(
-        int(cfg.seed), runtime.mode, runtime.device, runtime.get("cpu_kernels", True)
-    )
+    world = setup_runtime(int(cfg.seed), section(cfg, "runtime"))
     resume = cfg.trainer.get("resume")
     candidates: list[Path] = []
     if resume:

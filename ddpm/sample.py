@@ -16,13 +16,12 @@ from pathlib import Path
 import ddpm  # noqa: F401  (sets oneDNN and OpenMP variables before MindSpore loads)
 
 # isort: split
-import mindspore as ms
 import numpy as np
 from mindspore import nn
 from omegaconf import DictConfig, OmegaConf
 
-from ddpm import checkpoint, kernels
-from ddpm.build import CONF_DIR, build_denoiser, build_plan, section
+from ddpm import checkpoint
+from ddpm.build import CONF_DIR, build_denoiser, build_plan, configure_runtime, section
 from ddpm.diffusion import GaussianDiffusion
 from ddpm.generate import p_sample_loop
 from ddpm.images import make_grid, save_gif, save_png, to_uint8
@@ -72,9 +71,7 @@ class LoadedRun:
 def load_run(run_dir: Path, ckpt: Path | None = None) -> LoadedRun:
     """A finished run's config and EMA network (from `ckpt`, default its latest checkpoint)."""
     cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
-    ms.set_device(cfg.runtime.device)
-    ms.set_context(mode=ms.GRAPH_MODE)
-    kernels.use(cfg.runtime.get("cpu_kernels", True))  # runs saved before the key: default
+    configure_runtime(section(cfg, "runtime"), mode="graph")
     ckpt = ckpt or next(iter(checkpoint.candidates(run_dir / "checkpoints")), None)
     if ckpt is None:
         raise checkpoint.CheckpointError(f"no checkpoint under {run_dir / 'checkpoints'}")

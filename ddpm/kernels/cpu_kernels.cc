@@ -75,9 +75,9 @@ void place(const float *src, float *dst, const Plane &g, int off, int ld) {
   for (int i = 0; i < g.H; ++i) std::memcpy(dst + (size_t)(i + off) * ld + off, src + (size_t)i * g.W, g.W * sizeof(float));
 }
 
-// y[i, j] = sum_{p,q} w[p, q] * x[i + p - P, j + q - P] for one plane.
+// y[i, j] = sum_{p,q} w[p, q] * x[i + p - P, j + q - P] for one plane. `pad` starts zeroed;
+// every plane writes the same interior, so its border stays zero.
 void correlate_plane(const float *x, const float *w, float *y, const Plane &g, float *pad) {
-  std::fill(pad, pad + g.padded(), 0.f);
   place(x, pad, g, g.P, g.Wp);
   for (int i = 0; i < g.H; ++i)
     for (int j0 = 0; j0 < g.W; j0 += 8) {
@@ -94,16 +94,19 @@ void correlate_plane(const float *x, const float *w, float *y, const Plane &g, f
 void correlate(const float *x, const float *w, float *y, const int64_t *xs, int K, bool flip) {
   const int B = xs[0], C = xs[1];
   const Plane g(xs[2], xs[3], K);
-  std::vector<float> kernels(w, w + (size_t)C * K * K);
-  if (flip)
-    for (int c = 0; c < C; ++c) std::reverse(kernels.begin() + c * K * K, kernels.begin() + (c + 1) * K * K);
+  std::vector<float> flipped;
+  if (flip) {
+    flipped.assign(w, w + (size_t)C * K * K);
+    for (int c = 0; c < C; ++c) std::reverse(flipped.begin() + c * K * K, flipped.begin() + (c + 1) * K * K);
+    w = flipped.data();
+  }
   const size_t plane = (size_t)g.H * g.W;
 #pragma omp parallel
   {
     std::vector<float> pad(g.padded());
 #pragma omp for schedule(static)
     for (int bc = 0; bc < B * C; ++bc)
-      correlate_plane(x + bc * plane, &kernels[(size_t)(bc % C) * K * K], y + bc * plane, g, pad.data());
+      correlate_plane(x + bc * plane, w + (size_t)(bc % C) * K * K, y + bc * plane, g, pad.data());
   }
 }
 
@@ -114,6 +117,8 @@ void depthwise_filter_grad(const float *x, const float *dy, float *dw, const int
   const size_t plane = (size_t)g.H * g.W;
 #pragma omp parallel
   {
+    // Zeroed once: each plane rewrites the same interior, so the padding and the lanes past
+    // W (which keep the tail out of the sum) stay zero.
     std::vector<float> xp(g.padded()), gp((size_t)g.H * g.Wr);
     std::vector<v8> acc(K);
     std::vector<double> sum(K * K);
@@ -122,8 +127,6 @@ void depthwise_filter_grad(const float *x, const float *dy, float *dw, const int
       std::fill(sum.begin(), sum.end(), 0.0);
       for (int b = 0; b < B; ++b) {
         const size_t off = ((size_t)b * C + c) * plane;
-        std::fill(xp.begin(), xp.end(), 0.f);
-        std::fill(gp.begin(), gp.end(), 0.f);  // zero lanes past W keep the tail out of the sum
         place(x + off, xp.data(), g, g.P, g.Wp);
         for (int i = 0; i < g.H; ++i) std::memcpy(&gp[(size_t)i * g.Wr], dy + off + (size_t)i * g.W, g.W * sizeof(float));
         for (int p = 0; p < K; ++p) {
