@@ -315,6 +315,51 @@ void softmax_grad(const float *y, const float *dy, float *dx, int O, int L, int 
   }
 }
 
+// ---- GELU, exact (erf) form: y = x Phi(x), Phi(x) = (1 + erf(x / sqrt 2)) / 2 ---------------
+// erf by Abramowitz & Stegun 7.1.26, |error| < 1.5e-7: erf(a) = 1 - p(t) exp(-a^2) for a >= 0,
+// t = 1 / (1 + 0.3275911 a).
+inline v8 verf(v8 x) {
+  const v8 a = x < 0 ? -x : x;
+  const v8 t = 1.f / (1.f + 0.3275911f * a);
+  const v8 p = ((((1.061405429f * t - 1.453152027f) * t + 1.421413741f) * t - 0.284496736f) * t + 0.254829592f) * t;
+  const v8 y = 1.f - p * vexp(-a * a);
+  return x < 0 ? -y : y;
+}
+
+constexpr float kSqrtHalf = 0.70710678118654752f, kInvSqrt2Pi = 0.39894228040143268f;
+
+// Applies f to each 8-lane block of n elements (the tail through a padded copy), in parallel.
+template <class Block>
+void elementwise(size_t n, Block f) {
+  const size_t full = n / 8 * 8;
+#pragma omp parallel for schedule(static)
+  for (size_t i = 0; i < full; i += 8) f(i, 8);
+  if (full < n) f(full, n - full);
+}
+
+inline v8 load_n(const float *p, int n) {
+  if (n == 8) return load(p);
+  v8 v = splat(0.f);
+  std::memcpy(&v, p, n * sizeof(float));
+  return v;
+}
+
+void gelu(const float *x, float *y, size_t n) {
+  elementwise(n, [=](size_t i, int m) {
+    const v8 v = load_n(x + i, m);
+    store_n(y + i, 0.5f * v * (1.f + verf(v * kSqrtHalf)), m);
+  });
+}
+
+// dx = dy (Phi(x) + x phi(x)), phi the standard normal density.
+void gelu_grad(const float *x, const float *dy, float *dx, size_t n) {
+  elementwise(n, [=](size_t i, int m) {
+    const v8 v = load_n(x + i, m);
+    const v8 cdf = 0.5f * (1.f + verf(v * kSqrtHalf)), pdf = kInvSqrt2Pi * vexp(-0.5f * v * v);
+    store_n(dx + i, load_n(dy + i, m) * (cdf + v * pdf), m);
+  });
+}
+
 }  // namespace
 
 // ---- the AOT entry points ---------------------------------------------------------------------
@@ -378,5 +423,23 @@ extern "C" int Softmax(AOT_ARGS) {
 // (y, dy) -> dx, both [O, L, I]
 extern "C" int SoftmaxGrad(AOT_ARGS) {
   softmax_grad(F(0), F(1), F(2), shapes[0][0], shapes[0][1], shapes[0][2]);
+  return 0;
+}
+
+static size_t elements(int ndim, const int64_t *shape) {
+  size_t n = 1;
+  for (int d = 0; d < ndim; ++d) n *= shape[d];
+  return n;
+}
+
+// (x) -> GELU(x), any shape
+extern "C" int Gelu(AOT_ARGS) {
+  gelu(F(0), F(1), elements(ndims[0], shapes[0]));
+  return 0;
+}
+
+// (x, dy) -> dx
+extern "C" int GeluGrad(AOT_ARGS) {
+  gelu_grad(F(0), F(1), F(2), elements(ndims[0], shapes[0]));
   return 0;
 }

@@ -64,3 +64,17 @@ class Softmax(nn.Cell):
         inner = 1 if self.axis == -1 else shape[-1]
         y = self.softmax(x.reshape((-1, shape[self.axis], inner)))  # [O, L, I]
         return y.reshape(shape)
+
+
+class GELU(nn.GELU):
+    """GELU in its exact form, x Phi(x) (Hendrycks & Gimpel 2016): nn.GELU(approximate=False)."""
+
+    def __init__(self) -> None:
+        super().__init__(approximate=False)
+        self.fused = active()
+        self.fused_gelu = primitives().gelu if self.fused else None
+
+    def construct(self, x: Tensor) -> Tensor:
+        if self.fused:
+            return self.fused_gelu(x)
+        return super().construct(x)

@@ -69,7 +69,13 @@ def primitives() -> SimpleNamespace:
     def softmax_bprop(x, out, dout):
         return (softmax_grad(out, dout),)
 
+    gelu_grad = aot("GeluGrad", _same, _same)
+
+    def gelu_bprop(x, out, dout):
+        return (gelu_grad(x, dout),)
+
     return SimpleNamespace(
+        gelu=aot("Gelu", _same, _same, gelu_bprop),
         depthwise_conv=aot("DepthwiseConv", _same, _same, depthwise_bprop),
         group_norm=aot("GroupNorm", group_norm_shape, lambda x, *_: (x, x, x), group_norm_bprop),
         softmax=aot("Softmax", _same, _same, softmax_bprop),
