@@ -254,11 +254,10 @@ def print_table(case: str, results: dict[str, dict | None]) -> None:
     ratios = [w for w in cols if w != "torch"]
     head = [names[w] for w in cols] + [f"{names[w]} / PyTorch" for w in ratios]
     print(f"\n## {case}\n\n| figure | {' | '.join(head)} |\n|---|{'---|' * len(head)}")
-    fmt = lambda v: "-" if v is None else f"{v:.3g}"  # noqa: E731
     for key, label in ROWS:
         values = {w: (results[w] or {}).get(key) for w in cols}
         pt = values.get("torch")
-        cells = [fmt(values[w]) for w in cols]
+        cells = ["-" if values[w] is None else f"{values[w]:.3g}" for w in cols]
         cells += [f"{values[w] / pt:.2f}" if values[w] is not None and pt else "-" for w in ratios]
         print(f"| {label} | {' | '.join(cells)} |")
 

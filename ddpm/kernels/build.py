@@ -45,7 +45,7 @@ def library() -> Path | None:
     if compiler is None:
         log.warning(
             "no C++ compiler (g++, or $CXX) found: using MindSpore's built-in CPU ops, "
-            "which are slower (see README, 'Speed'). Install g++ to enable the fused kernels."
+            "which are slower (see README, 'CPU speed'). Install g++ to enable the fused kernels."
         )
         return None
     target = cache_dir() / f"cpu_kernels-{_build_key(compiler)}.so"

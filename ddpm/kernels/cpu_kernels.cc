@@ -360,6 +360,13 @@ void gelu_grad(const float *x, const float *dy, float *dx, size_t n) {
   });
 }
 
+// The product of shape[0..ndim).
+size_t elements(int ndim, const int64_t *shape) {
+  size_t n = 1;
+  for (int d = 0; d < ndim; ++d) n *= shape[d];
+  return n;
+}
+
 }  // namespace
 
 // ---- the AOT entry points ---------------------------------------------------------------------
@@ -386,18 +393,16 @@ extern "C" int DepthwiseConvFilterGrad(AOT_ARGS) {
 
 // (x [B,C,...], gamma [C], beta [C], spec [G] = eps) -> (y, mean [B,G], rstd [B,G])
 extern "C" int GroupNorm(AOT_ARGS) {
-  int64_t hw = 1;
-  for (int d = 2; d < ndims[0]; ++d) hw *= shapes[0][d];
-  const Groups s{(int)shapes[0][0], (int)shapes[0][1], (int)shapes[3][0], (int)hw};
+  const int hw = elements(ndims[0] - 2, shapes[0] + 2);
+  const Groups s{(int)shapes[0][0], (int)shapes[0][1], (int)shapes[3][0], hw};
   group_norm(F(0), F(1), F(2), F(3)[0], F(4), F(5), F(6), s);
   return 0;
 }
 
 // (x, gamma, dy, mean, rstd) -> (dx, dgamma, dbeta)
 extern "C" int GroupNormGrad(AOT_ARGS) {
-  int64_t hw = 1;
-  for (int d = 2; d < ndims[0]; ++d) hw *= shapes[0][d];
-  const Groups s{(int)shapes[0][0], (int)shapes[0][1], (int)shapes[3][1], (int)hw};
+  const int hw = elements(ndims[0] - 2, shapes[0] + 2);
+  const Groups s{(int)shapes[0][0], (int)shapes[0][1], (int)shapes[3][1], hw};
   group_norm_grad(F(0), F(1), F(2), F(3), F(4), F(5), F(6), F(7), s);
   return 0;
 }
@@ -424,12 +429,6 @@ extern "C" int Softmax(AOT_ARGS) {
 extern "C" int SoftmaxGrad(AOT_ARGS) {
   softmax_grad(F(0), F(1), F(2), shapes[0][0], shapes[0][1], shapes[0][2]);
   return 0;
-}
-
-static size_t elements(int ndim, const int64_t *shape) {
-  size_t n = 1;
-  for (int d = 0; d < ndim; ++d) n *= shape[d];
-  return n;
 }
 
 // (x) -> GELU(x), any shape
