@@ -74,6 +74,14 @@ def test_group_norm_matches_builtin(graph_mode, groups, shape):
     assert_same(grads_of(fused, x), grads_of(builtin, x))
 
 
+@pytest.mark.parametrize("shape", [(2, 6, 7, 7), (3, 16, 4, 4), (2, 3, 5, 1)])
+def test_channel_norm_matches_builtin(graph_mode, shape):
+    # 7x7 = 49 positions leave a partial vector; the offset mean tests the two-pass variance.
+    fused, builtin = twin_cells(lambda: kernels.ChannelLayerNorm(shape[1]))
+    x = 3.0 + 0.5 * np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    assert_same(grads_of(fused, x), grads_of(builtin, x))
+
+
 @pytest.mark.parametrize("axis,shape", [(-1, (2, 3, 37)), (-2, (2, 4, 8, 50)), (-2, (3, 5, 3))])
 def test_softmax_matches_builtin(graph_mode, axis, shape):
     fused, builtin = twin_cells(lambda: kernels.Softmax(axis))

@@ -360,6 +360,70 @@ void gelu_grad(const float *x, const float *dy, float *dx, size_t n) {
   });
 }
 
+// ---- LayerNorm over channels (the linear attention's output norm) ---------------------------
+// For x [B, C, N], at each (b, n): y = (x - mu) r gain_c with mu, r = 1 / sqrt(var + eps) over
+// C. The N positions of one b are the lanes; the C channels are strided by N.
+void channel_norm(const float *x, const float *gain, float eps, float *y, float *mean, float *rstd, int B,
+                  int C, int N) {
+#pragma omp parallel for schedule(static)
+  for (int b = 0; b < B; ++b)
+    for (int n0 = 0; n0 < N; n0 += 8) {
+      const int m = std::min(8, N - n0);
+      const float *xb = x + (size_t)b * C * N + n0;
+      float *yb = y + (size_t)b * C * N + n0;
+      v8 mu = splat(0.f), var = splat(0.f);
+      for (int c = 0; c < C; ++c) mu += load_n(xb + (size_t)c * N, m);
+      mu = mu / (float)C;
+      for (int c = 0; c < C; ++c) {  // two passes: no cancellation when |mean| >> std
+        const v8 d = load_n(xb + (size_t)c * N, m) - mu;
+        var += d * d;
+      }
+      v8 r;
+      for (int k = 0; k < 8; ++k) r[k] = 1.f / std::sqrt(var[k] / C + eps);
+      for (int c = 0; c < C; ++c) store_n(yb + (size_t)c * N, (load_n(xb + (size_t)c * N, m) - mu) * r * gain[c], m);
+      store_n(mean + (size_t)b * N + n0, mu, m);
+      store_n(rstd + (size_t)b * N + n0, r, m);
+    }
+}
+
+// With xhat = (x - mu) r and g = dy gain, over the channels at each (b, n):
+//   dx = r (g - mean_c(g) - xhat mean_c(g xhat)),  dgain_c = sum_{b,n} dy xhat.
+void channel_norm_grad(const float *x, const float *gain, const float *dy, const float *mean, const float *rstd,
+                       float *dx, float *dgain, int B, int C, int N) {
+  std::vector<double> dg((size_t)B * C);  // per (b, c), summed over b below
+#pragma omp parallel
+  {
+    std::vector<v8> acc(C);
+#pragma omp for schedule(static)
+    for (int b = 0; b < B; ++b) {
+      std::fill(acc.begin(), acc.end(), splat(0.f));
+      for (int n0 = 0; n0 < N; n0 += 8) {
+        const int m = std::min(8, N - n0);  // lanes past N load dy = 0 and add nothing
+        const size_t off = (size_t)b * C * N + n0;
+        const v8 mu = load_n(mean + (size_t)b * N + n0, m), r = load_n(rstd + (size_t)b * N + n0, m);
+        v8 sg = splat(0.f), sgx = splat(0.f);
+        for (int c = 0; c < C; ++c) {
+          const v8 d = load_n(dy + off + (size_t)c * N, m), xh = (load_n(x + off + (size_t)c * N, m) - mu) * r;
+          sg += d * gain[c];
+          sgx += d * gain[c] * xh;
+          acc[c] += d * xh;
+        }
+        const v8 mg = sg / (float)C, mgx = sgx / (float)C;
+        for (int c = 0; c < C; ++c) {
+          const v8 d = load_n(dy + off + (size_t)c * N, m), xh = (load_n(x + off + (size_t)c * N, m) - mu) * r;
+          store_n(dx + off + (size_t)c * N, r * (d * gain[c] - mg - xh * mgx), m);
+        }
+      }
+      for (int c = 0; c < C; ++c) dg[(size_t)b * C + c] = hsum(acc[c]);
+    }
+  }
+  for (int c = 0; c < C; ++c) {
+    double s = 0.0;
+    for (int b = 0; b < B; ++b) s += dg[(size_t)b * C + c];
+    dgain[c] = (float)s;
+  }
+}
+
 // The product of shape[0..ndim).
 size_t elements(int ndim, const int64_t *shape) {
   size_t n = 1;
@@ -440,5 +504,19 @@ extern "C" int Gelu(AOT_ARGS) {
 // (x, dy) -> dx
 extern "C" int GeluGrad(AOT_ARGS) {
   gelu_grad(F(0), F(1), F(2), elements(ndims[0], shapes[0]));
+  return 0;
+}
+
+// (x [B, C, ...], gain [C], spec [1] = eps) -> (y, mean [B, N], rstd [B, N]), N = prod(...)
+extern "C" int ChannelNorm(AOT_ARGS) {
+  const int B = shapes[0][0], C = shapes[0][1], N = elements(ndims[0] - 2, shapes[0] + 2);
+  channel_norm(F(0), F(1), F(2)[0], F(3), F(4), F(5), B, C, N);
+  return 0;
+}
+
+// (x, gain, dy, mean, rstd) -> (dx, dgain)
+extern "C" int ChannelNormGrad(AOT_ARGS) {
+  const int B = shapes[0][0], C = shapes[0][1], N = elements(ndims[0] - 2, shapes[0] + 2);
+  channel_norm_grad(F(0), F(1), F(2), F(3), F(4), F(5), F(6), B, C, N);
   return 0;
 }

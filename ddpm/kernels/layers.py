@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from mindspore import Tensor, nn, ops
+from mindspore import Parameter, Tensor, nn, ops
 
 from ddpm.kernels.ops import active, primitives
 
@@ -78,3 +78,22 @@ class GELU(nn.GELU):
         if self.fused:
             return self.fused_gelu(x)
         return super().construct(x)
+
+
+class ChannelLayerNorm(nn.Cell):
+    """LayerNorm over channels only, with a learned gain [1, C, 1, 1] (as in the seed)."""
+
+    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.gain = Parameter(Tensor(np.ones((1, dim, 1, 1), np.float32)), name="gain")
+        self.eps = eps
+        self.fused = active()
+        self.channel_norm = primitives().channel_norm if self.fused else None
+        self.spec = Tensor(np.full(1, eps, np.float32))  # the kernel reads eps from here
+
+    def construct(self, x: Tensor) -> Tensor:
+        if self.fused:
+            return self.channel_norm(x, self.gain, self.spec)[0]
+        mean = x.mean(axis=1, keep_dims=True)
+        var = ((x - mean) ** 2).mean(axis=1, keep_dims=True)
+        return (x - mean) * ops.rsqrt(var + self.eps) * self.gain

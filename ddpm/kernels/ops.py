@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import os
 from types import SimpleNamespace
 
@@ -69,6 +70,21 @@ def primitives() -> SimpleNamespace:
     def softmax_bprop(x, out, dout):
         return (softmax_grad(out, dout),)
 
+    # LayerNorm over channels returns (y, mean, rstd) like GroupNorm, statistics per pixel.
+    cn_grad = aot(
+        "ChannelNormGrad",
+        lambda x, gain, dy, mean, rstd: (x, gain),
+        lambda x, gain, dy, mean, rstd: (x, gain),
+    )
+
+    def channel_norm_bprop(x, gain, spec, out, dout):
+        dx, dgain = cn_grad(x, gain, dout[0], out[1], out[2])
+        return dx, dgain, ops.zeros_like(spec)
+
+    def channel_norm_shape(x, gain, spec):
+        stats = [x[0], math.prod(x[2:])]
+        return x, stats, stats
+
     gelu_grad = aot("GeluGrad", _same, _same)
 
     def gelu_bprop(x, out, dout):
@@ -76,6 +92,9 @@ def primitives() -> SimpleNamespace:
 
     return SimpleNamespace(
         gelu=aot("Gelu", _same, _same, gelu_bprop),
+        channel_norm=aot(
+            "ChannelNorm", channel_norm_shape, lambda x, *_: (x, x, x), channel_norm_bprop
+        ),
         depthwise_conv=aot("DepthwiseConv", _same, _same, depthwise_bprop),
         group_norm=aot("GroupNorm", group_norm_shape, lambda x, *_: (x, x, x), group_norm_bprop),
         softmax=aot("Softmax", _same, _same, softmax_bprop),

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from mindspore import Tensor, nn, ops
 
-from ddpm.kernels import GroupNorm, Softmax
-from ddpm.nn.layers import ChannelLayerNorm, conv
+from ddpm.kernels import ChannelLayerNorm, GroupNorm, Softmax
+from ddpm.nn.layers import conv
 from ddpm.registry import Registry
 
 ATTENTIONS = Registry("attention")
+
+# Batched matmuls that read an operand transposed, with no Transpose op in the graph.
+_matmul_at = ops.BatchMatMul(transpose_a=True)  # a^T b
+_matmul_bt = ops.BatchMatMul(transpose_b=True)  # a b^T
 
 
 def _split_heads(x: Tensor, heads: int) -> Tensor:
@@ -32,9 +36,9 @@ class FullAttention(nn.Cell):
         q, k, v = ops.chunk(self.to_qkv(x), 3, axis=1)
         q = _split_heads(q, self.heads) * self.scale  # [B, heads, d, N]
         k, v = _split_heads(k, self.heads), _split_heads(v, self.heads)
-        sim = ops.matmul(q.swapaxes(2, 3), k)  # [B, heads, N, N]
+        sim = _matmul_at(q, k)  # [B, heads, N, N]
         attn = self.softmax(sim)
-        out = ops.matmul(v, attn.swapaxes(2, 3))  # [B, heads, d, N]
+        out = _matmul_bt(v, attn)  # [B, heads, d, N]
         return self.to_out(out.reshape((b, -1, h, w)))
 
 
@@ -52,11 +56,12 @@ class LinearAttention(nn.Cell):
     def construct(self, x: Tensor) -> Tensor:
         b, _, h, w = x.shape
         q, k, v = ops.chunk(self.to_qkv(x), 3, axis=1)
-        q = self.softmax_d(_split_heads(q, self.heads)) * self.scale  # [B, heads, d, N]
+        # The seed divides v by N; out is linear in v and q, so q takes that factor.
+        q = self.softmax_d(_split_heads(q, self.heads)) * (self.scale / (h * w))  # [B, heads, d, N]
         k = self.softmax_n(_split_heads(k, self.heads))
-        v = _split_heads(v, self.heads) / (h * w)
-        context = ops.matmul(k, v.swapaxes(2, 3))  # [B, heads, d, e]
-        out = ops.matmul(context.swapaxes(2, 3), q)  # [B, heads, e, N]
+        v = _split_heads(v, self.heads)
+        context = _matmul_bt(k, v)  # [B, heads, d, e]
+        out = _matmul_at(context, q)  # [B, heads, e, N]
         return self.to_out(out.reshape((b, -1, h, w)))
 
 

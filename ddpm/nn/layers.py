@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from mindspore import Parameter, Tensor, nn, ops
+from mindspore import Tensor, nn, ops
 from mindspore import dtype as mstype
 
 from ddpm import kernels
@@ -54,17 +54,3 @@ class SinusoidalEmbedding(nn.Cell):
     def construct(self, t: Tensor) -> Tensor:
         args = ops.cast(t, mstype.float32)[:, None] * self.freqs  # [B, dim/2]
         return ops.concat((ops.sin(args), ops.cos(args)), axis=-1)  # [B, dim]
-
-
-class ChannelLayerNorm(nn.Cell):
-    """LayerNorm over channels only, with a learned gain [1, C, 1, 1] (as in the seed)."""
-
-    def __init__(self, dim: int, eps: float = 1e-5) -> None:
-        super().__init__()
-        self.gain = Parameter(Tensor(np.ones((1, dim, 1, 1), np.float32)), name="gain")
-        self.eps = eps
-
-    def construct(self, x: Tensor) -> Tensor:
-        mean = x.mean(axis=1, keep_dims=True)
-        var = ((x - mean) ** 2).mean(axis=1, keep_dims=True)
-        return (x - mean) * ops.rsqrt(var + self.eps) * self.gain
