@@ -74,6 +74,32 @@ def test_group_norm_matches_builtin(graph_mode, groups, shape):
     assert_same(grads_of(fused, x), grads_of(builtin, x))
 
 
+@pytest.mark.parametrize("groups,shape", [(2, (3, 8, 7, 7)), (1, (2, 6, 5, 5))])
+def test_modulated_group_norm_matches_builtin(graph_mode, groups, shape):
+    """GroupNorm(x) (1 + scale) + shift with the affine per sample, gradients to all inputs."""
+    fused, builtin = twin_cells(lambda: kernels.GroupNorm(groups, shape[1]))
+    rng = np.random.default_rng(3)
+    scale, shift = (Tensor(rng.standard_normal(shape[:2]).astype(np.float32)) for _ in range(2))
+    x = 3.0 + 0.5 * rng.standard_normal(shape).astype(np.float32)
+
+    def results(cell):
+        g = Tensor(rng.standard_normal(shape).astype(np.float32))
+        params = cell.trainable_params()
+
+        def loss(x, scale, shift):
+            return (cell.modulated(x, scale, shift) * g).sum()
+
+        grad = ms.jit(ms.grad(loss, grad_position=(0, 1, 2), weights=params))
+        inputs, dparams = grad(Tensor(x), scale, shift)
+        y = cell.modulated(Tensor(x), scale, shift).asnumpy()
+        return y, inputs[0].asnumpy(), [t.asnumpy() for t in (*inputs[1:], *dparams)]
+
+    state = rng.bit_generator.state
+    fused_out = results(fused)
+    rng.bit_generator.state = state  # the same cotangent g for both
+    assert_same(fused_out, results(builtin))
+
+
 @pytest.mark.parametrize("shape", [(2, 6, 7, 7), (3, 16, 4, 4), (2, 3, 5, 1)])
 def test_channel_norm_matches_builtin(graph_mode, shape):
     # 7x7 = 49 positions leave a partial vector; the offset mean tests the two-pass variance.

@@ -162,9 +162,12 @@ double block_sum(size_t n, Term term, Tail tail) {
 }
 
 // ---- GroupNorm (Wu & He 2018): y = (x - mu_g) / sqrt(var_g + eps) * gamma_c + beta_c --------
+// gamma and beta are [C], or [B, C] for an affine per sample (a FiLM-modulated norm).
 struct Groups {
   int B, C, G, HW;
+  bool per_sample;
   size_t per_group() const { return (size_t)(C / G) * HW; }
+  size_t affine(int b) const { return per_sample ? (size_t)b * C : 0; }  // offset into gamma, beta
 };
 
 void group_norm(const float *x, const float *gamma, const float *beta, float eps, float *y, float *mean,
@@ -181,7 +184,7 @@ void group_norm(const float *x, const float *gamma, const float *beta, float eps
     const float r = 1.f / std::sqrt((float)(sq / n) + eps);
     mean[bg] = mu;
     rstd[bg] = r;
-    const int c0 = (bg % s.G) * (s.C / s.G);
+    const size_t c0 = s.affine(bg / s.G) + (bg % s.G) * (s.C / s.G);
     for (int c = 0; c < s.C / s.G; ++c) {
       const float a = r * gamma[c0 + c], b = beta[c0 + c] - mu * a;
       const float *xc = xg + (size_t)c * s.HW;
@@ -192,7 +195,8 @@ void group_norm(const float *x, const float *gamma, const float *beta, float eps
 }
 
 // With xhat = (x - mu) r and g = dy * gamma, over each group:
-//   dx = r (g - mean(g) - xhat mean(g xhat)),  dgamma_c = sum dy xhat,  dbeta_c = sum dy.
+//   dx = r (g - mean(g) - xhat mean(g xhat)),  dgamma_c = sum dy xhat,  dbeta_c = sum dy,
+// the sums over (b, h, w), or over (h, w) only for a per-sample affine.
 void group_norm_grad(const float *x, const float *gamma, const float *dy, const float *mean, const float *rstd,
                      float *dx, float *dgamma, float *dbeta, const Groups &s) {
   const size_t n = s.per_group();
@@ -202,6 +206,7 @@ void group_norm_grad(const float *x, const float *gamma, const float *dy, const 
   for (int bg = 0; bg < s.B * s.G; ++bg) {
     const float mu = mean[bg], r = rstd[bg];
     const int b = bg / s.G, c0 = (bg % s.G) * cg;
+    const float *gam = gamma + s.affine(b);
     double sum_g = 0.0, sum_gx = 0.0;
     for (int c = 0; c < cg; ++c) {
       const float *xc = x + bg * n + (size_t)c * s.HW, *dc = dy + bg * n + (size_t)c * s.HW;
@@ -211,16 +216,23 @@ void group_norm_grad(const float *x, const float *gamma, const float *dy, const 
           [&](size_t k) { return dc[k] * ((xc[k] - mu) * r); });
       db[(size_t)b * s.C + c0 + c] = sdy;
       dg[(size_t)b * s.C + c0 + c] = sdyx;
-      sum_g += sdy * gamma[c0 + c];
-      sum_gx += sdyx * gamma[c0 + c];
+      sum_g += sdy * gam[c0 + c];
+      sum_gx += sdyx * gam[c0 + c];
     }
     const float m_g = (float)(sum_g / n), m_gx = (float)(sum_gx / n);
     for (int c = 0; c < cg; ++c) {
-      const float gm = gamma[c0 + c];
+      const float gm = gam[c0 + c];
       const float *xc = x + bg * n + (size_t)c * s.HW, *dc = dy + bg * n + (size_t)c * s.HW;
       float *out = dx + bg * n + (size_t)c * s.HW;
       for (int k = 0; k < s.HW; ++k) out[k] = r * (dc[k] * gm - m_g - (xc[k] - mu) * r * m_gx);
     }
+  }
+  if (s.per_sample) {
+    for (size_t k = 0; k < dg.size(); ++k) {
+      dgamma[k] = (float)dg[k];
+      dbeta[k] = (float)db[k];
+    }
+    return;
   }
   for (int c = 0; c < s.C; ++c) {
     double a = 0.0, b = 0.0;
@@ -455,10 +467,10 @@ extern "C" int DepthwiseConvFilterGrad(AOT_ARGS) {
   return 0;
 }
 
-// (x [B,C,...], gamma [C], beta [C], spec [G] = eps) -> (y, mean [B,G], rstd [B,G])
+// (x [B,C,...], gamma and beta [C] or [B,C], spec [G] = eps) -> (y, mean [B,G], rstd [B,G])
 extern "C" int GroupNorm(AOT_ARGS) {
   const int hw = elements(ndims[0] - 2, shapes[0] + 2);
-  const Groups s{(int)shapes[0][0], (int)shapes[0][1], (int)shapes[3][0], hw};
+  const Groups s{(int)shapes[0][0], (int)shapes[0][1], (int)shapes[3][0], hw, ndims[1] == 2};
   group_norm(F(0), F(1), F(2), F(3)[0], F(4), F(5), F(6), s);
   return 0;
 }
@@ -466,7 +478,7 @@ extern "C" int GroupNorm(AOT_ARGS) {
 // (x, gamma, dy, mean, rstd) -> (dx, dgamma, dbeta)
 extern "C" int GroupNormGrad(AOT_ARGS) {
   const int hw = elements(ndims[0] - 2, shapes[0] + 2);
-  const Groups s{(int)shapes[0][0], (int)shapes[0][1], (int)shapes[3][1], hw};
+  const Groups s{(int)shapes[0][0], (int)shapes[0][1], (int)shapes[3][1], hw, ndims[1] == 2};
   group_norm_grad(F(0), F(1), F(2), F(3), F(4), F(5), F(6), F(7), s);
   return 0;
 }

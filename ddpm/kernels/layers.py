@@ -45,6 +45,18 @@ class GroupNorm(nn.GroupNorm):
             return self.group_norm(x, self.gamma, self.beta, self.spec)[0]
         return super().construct(x)
 
+    def modulated(self, x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
+        """GroupNorm(x) (1 + scale) + shift, scale and shift [B, C] (FiLM, Perez et al. 2018).
+
+        Fused, the kernel takes the per-sample affine gamma (1 + scale), beta (1 + scale) +
+        shift, so no activation-sized product or sum is formed.
+        """
+        if self.fused:
+            gain = scale + 1.0
+            gamma, beta = self.gamma * gain, self.beta * gain + shift  # [B, C]
+            return self.group_norm(x, gamma, beta, self.spec)[0]
+        return super().construct(x) * (scale + 1.0)[:, :, None, None] + shift[:, :, None, None]
+
 
 class Softmax(nn.Cell):
     """Softmax over axis -1 or -2."""

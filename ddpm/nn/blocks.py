@@ -24,10 +24,8 @@ class ResnetBlock(nn.Cell):
         self.res_conv = conv(dim_in, dim_out, 1) if dim_in != dim_out else nn.Identity()
 
     def construct(self, x: Tensor, temb: Tensor) -> Tensor:
-        scale_shift = self.time_mlp(temb)[:, :, None, None]  # [B, 2*C_out, 1, 1]
-        scale, shift = ops.chunk(scale_shift, 2, axis=1)
-        h = self.norm1(self.conv1(x))
-        h = self.act(h * (scale + 1) + shift)  # FiLM conditioning
+        scale, shift = ops.chunk(self.time_mlp(temb), 2, axis=1)  # [B, C_out] each
+        h = self.act(self.norm1.modulated(self.conv1(x), scale, shift))  # FiLM conditioning
         h = self.act(self.norm2(self.conv2(h)))
         return h + self.res_conv(x)
 
