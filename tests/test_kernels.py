@@ -74,30 +74,46 @@ def test_group_norm_matches_builtin(graph_mode, groups, shape):
     assert_same(grads_of(fused, x), grads_of(builtin, x))
 
 
+def conditioned_grads(cell: nn.Cell, method: str, x: np.ndarray, cond: list[np.ndarray]):
+    """Like grads_of for cell.<method>(x, *cond), cond [B, C] inputs that also get gradients."""
+    g = Tensor(np.random.default_rng(4).standard_normal(x.shape).astype(np.float32))
+    params, cond = cell.trainable_params(), [Tensor(c) for c in cond]
+
+    def loss(x, *cond):
+        return (getattr(cell, method)(x, *cond) * g).sum()
+
+    positions = tuple(range(1 + len(cond)))
+    inputs, dparams = ms.jit(ms.grad(loss, grad_position=positions, weights=params))(
+        Tensor(x), *cond
+    )
+    y = getattr(cell, method)(Tensor(x), *cond).asnumpy()
+    return y, inputs[0].asnumpy(), [t.asnumpy() for t in (*inputs[1:], *dparams)]
+
+
 @pytest.mark.parametrize("groups,shape", [(2, (3, 8, 7, 7)), (1, (2, 6, 5, 5))])
 def test_modulated_group_norm_matches_builtin(graph_mode, groups, shape):
     """GroupNorm(x) (1 + scale) + shift with the affine per sample, gradients to all inputs."""
     fused, builtin = twin_cells(lambda: kernels.GroupNorm(groups, shape[1]))
     rng = np.random.default_rng(3)
-    scale, shift = (Tensor(rng.standard_normal(shape[:2]).astype(np.float32)) for _ in range(2))
     x = 3.0 + 0.5 * rng.standard_normal(shape).astype(np.float32)
+    cond = [rng.standard_normal(shape[:2]).astype(np.float32) for _ in range(2)]
+    assert_same(
+        conditioned_grads(fused, "modulated", x, cond),
+        conditioned_grads(builtin, "modulated", x, cond),
+    )
 
-    def results(cell):
-        g = Tensor(rng.standard_normal(shape).astype(np.float32))
-        params = cell.trainable_params()
 
-        def loss(x, scale, shift):
-            return (cell.modulated(x, scale, shift) * g).sum()
-
-        grad = ms.jit(ms.grad(loss, grad_position=(0, 1, 2), weights=params))
-        inputs, dparams = grad(Tensor(x), scale, shift)
-        y = cell.modulated(Tensor(x), scale, shift).asnumpy()
-        return y, inputs[0].asnumpy(), [t.asnumpy() for t in (*inputs[1:], *dparams)]
-
-    state = rng.bit_generator.state
-    fused_out = results(fused)
-    rng.bit_generator.state = state  # the same cotangent g for both
-    assert_same(fused_out, results(builtin))
+@pytest.mark.parametrize("shape,kernel", [((2, 3, 28, 28), 7), ((3, 4, 5, 9), 3)])
+def test_shifted_depthwise_conv_matches_builtin(graph_mode, shape, kernel):
+    """conv(x) + shift with a shift per sample and channel (the ConvNeXt time input)."""
+    fused, builtin = twin_cells(lambda: kernels.DepthwiseConv2d(shape[1], kernel))
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(shape).astype(np.float32)
+    cond = [rng.standard_normal(shape[:2]).astype(np.float32)]
+    assert_same(
+        conditioned_grads(fused, "shifted", x, cond),
+        conditioned_grads(builtin, "shifted", x, cond),
+    )
 
 
 @pytest.mark.parametrize("shape", [(2, 6, 7, 7), (3, 16, 4, 4), (2, 3, 5, 1)])

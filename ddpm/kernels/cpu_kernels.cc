@@ -75,13 +75,13 @@ void place(const float *src, float *dst, const Plane &g, int off, int ld) {
   for (int i = 0; i < g.H; ++i) std::memcpy(dst + (size_t)(i + off) * ld + off, src + (size_t)i * g.W, g.W * sizeof(float));
 }
 
-// y[i, j] = sum_{p,q} w[p, q] * x[i + p - P, j + q - P] for one plane. `pad` starts zeroed;
-// every plane writes the same interior, so its border stays zero.
-void correlate_plane(const float *x, const float *w, float *y, const Plane &g, float *pad) {
+// y[i, j] = bias + sum_{p,q} w[p, q] * x[i + p - P, j + q - P] for one plane. `pad` starts
+// zeroed; every plane writes the same interior, so its border stays zero.
+void correlate_plane(const float *x, const float *w, float bias, float *y, const Plane &g, float *pad) {
   place(x, pad, g, g.P, g.Wp);
   for (int i = 0; i < g.H; ++i)
     for (int j0 = 0; j0 < g.W; j0 += 8) {
-      v8 acc = splat(0.f);
+      v8 acc = splat(bias);
       for (int p = 0; p < g.K; ++p) {
         const float *row = pad + (size_t)(i + p) * g.Wp + j0;
         for (int q = 0; q < g.K; ++q) acc += w[p * g.K + q] * load(row + q);
@@ -90,8 +90,10 @@ void correlate_plane(const float *x, const float *w, float *y, const Plane &g, f
     }
 }
 
-// Every plane of x [B, C, H, W] with its channel's kernel w [C, 1, K, K] (flipped for dx).
-void correlate(const float *x, const float *w, float *y, const int64_t *xs, int K, bool flip) {
+// Every plane of x [B, C, H, W] with its channel's kernel w [C, 1, K, K] (flipped for dx), plus
+// bias [C], or [B, C] per sample, when bias_dims > 0.
+void correlate(const float *x, const float *w, const float *bias, int bias_dims, float *y, const int64_t *xs, int K,
+               bool flip) {
   const int B = xs[0], C = xs[1];
   const Plane g(xs[2], xs[3], K);
   std::vector<float> flipped;
@@ -105,8 +107,10 @@ void correlate(const float *x, const float *w, float *y, const int64_t *xs, int 
   {
     std::vector<float> pad(g.padded());
 #pragma omp for schedule(static)
-    for (int bc = 0; bc < B * C; ++bc)
-      correlate_plane(x + bc * plane, w + (size_t)(bc % C) * K * K, y + bc * plane, g, pad.data());
+    for (int bc = 0; bc < B * C; ++bc) {
+      const float b = bias_dims == 0 ? 0.f : bias[bias_dims == 2 ? bc : bc % C];
+      correlate_plane(x + bc * plane, w + (size_t)(bc % C) * K * K, b, y + bc * plane, g, pad.data());
+    }
   }
 }
 
@@ -449,15 +453,15 @@ size_t elements(int ndim, const int64_t *shape) {
 #define AOT_ARGS int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream, void *extra
 #define F(i) static_cast<float *>(params[i])
 
-// (x [B,C,H,W], w [C,1,K,K]) -> y
+// (x [B,C,H,W], w [C,1,K,K], bias [C] or [B,C]) -> y
 extern "C" int DepthwiseConv(AOT_ARGS) {
-  correlate(F(0), F(1), F(2), shapes[0], shapes[1][2], false);
+  correlate(F(0), F(1), F(2), ndims[2], F(3), shapes[0], shapes[1][2], false);
   return 0;
 }
 
 // (dy [B,C,H,W], w [C,1,K,K]) -> dx: correlation with the flipped kernel.
 extern "C" int DepthwiseConvInputGrad(AOT_ARGS) {
-  correlate(F(0), F(1), F(2), shapes[0], shapes[1][2], true);
+  correlate(F(0), F(1), nullptr, 0, F(2), shapes[0], shapes[1][2], true);
   return 0;
 }
 

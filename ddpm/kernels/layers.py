@@ -26,8 +26,14 @@ class DepthwiseConv2d(nn.Conv2d):
 
     def construct(self, x: Tensor) -> Tensor:
         if self.fused:
-            return ops.bias_add(self.depthwise(x, self.weight), self.bias)
+            return self.depthwise(x, self.weight, self.bias)
         return super().construct(x)
+
+    def shifted(self, x: Tensor, shift: Tensor) -> Tensor:
+        """conv(x) + shift, shift [B, C]: fused, the shift joins the bias inside the kernel."""
+        if self.fused:
+            return self.depthwise(x, self.weight, self.bias + shift)
+        return super().construct(x) + shift[:, :, None, None]
 
 
 class GroupNorm(nn.GroupNorm):

@@ -42,13 +42,14 @@ def primitives() -> SimpleNamespace:
     def aot(name, out_shape, out_dtype, bprop=None):
         return ops.Custom(f"{path}:{name}", out_shape, out_dtype, func_type="aot", bprop=bprop)
 
-    # Depthwise convolution, stride 1, padding K//2: dx is the correlation of dy with the
-    # flipped kernel; dw sums dy against shifted x.
+    # Depthwise convolution plus bias, stride 1, padding K//2: dx is the correlation of dy
+    # with the flipped kernel; dw sums dy against shifted x.
     dw_input = aot("DepthwiseConvInputGrad", _same, _same)
     dw_filter = aot("DepthwiseConvFilterGrad", lambda x, dy, w: w, lambda x, dy, w: w)
 
-    def depthwise_bprop(x, w, out, dout):
-        return dw_input(dout, w), dw_filter(x, dout, w)
+    def depthwise_bprop(x, w, bias, out, dout):
+        db = dout.sum(axis=(2, 3) if bias.ndim == 2 else (0, 2, 3))  # bias [B, C] or [C]
+        return dw_input(dout, w), dw_filter(x, dout, w), db
 
     # GroupNorm returns (y, mean, rstd); the statistics feed the backward only.
     gn_grad = aot(

@@ -50,5 +50,5 @@ class ConvNextBlock(nn.Cell):
         self.res_conv = conv(dim_in, dim_out, 1) if dim_in != dim_out else nn.Identity()
 
     def construct(self, x: Tensor, temb: Tensor) -> Tensor:
-        h = self.ds_conv(x) + self.time_mlp(temb)[:, :, None, None]  # [B, C_in, H, W]
+        h = self.ds_conv.shifted(x, self.time_mlp(temb))  # [B, C_in, H, W]
         return self.net(h) + self.res_conv(x)
