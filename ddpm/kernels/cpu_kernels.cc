@@ -59,6 +59,22 @@ inline v8 vexp(v8 x) {
   return (x <= lo) ? splat(0.f) : p * scale;
 }
 
+// Sums over [0, n) of term(k) (8 lanes at k) and tail(k) (one element): float vectors within
+// blocks of 1024 elements, blocks added in double, so long groups keep their precision.
+template <class Term, class Tail>
+double block_sum(size_t n, Term term, Tail tail) {
+  double total = 0.0;
+  size_t k = 0;
+  for (; k + 8 <= n;) {
+    v8 acc = splat(0.f);
+    const size_t end = std::min(n / 8 * 8, k + 1024);
+    for (; k < end; k += 8) acc += term(k);
+    total += hsum(acc);
+  }
+  for (; k < n; ++k) total += tail(k);
+  return total;
+}
+
 // ---- depthwise convolution: stride 1, odd kernel K, zero "same" padding K/2 -----------------
 struct Plane {
   int H, W, K, P;
@@ -114,8 +130,9 @@ void correlate(const float *x, const float *w, const float *bias, int bias_dims,
   }
 }
 
-// dw[c, p, q] = sum_{b, i, j} dy[b, c, i, j] * x_pad[b, c, i + p, j + q].
-void depthwise_filter_grad(const float *x, const float *dy, float *dw, const int64_t *xs, int K) {
+// dw[c, p, q] = sum_{b, i, j} dy[b, c, i, j] * x_pad[b, c, i + p, j + q] and, for the bias,
+// dbias[b, c] = sum_{i, j} dy[b, c, i, j].
+void depthwise_filter_grad(const float *x, const float *dy, float *dw, float *dbias, const int64_t *xs, int K) {
   const int B = xs[0], C = xs[1];
   const Plane g(xs[2], xs[3], K);
   const size_t plane = (size_t)g.H * g.W;
@@ -133,6 +150,8 @@ void depthwise_filter_grad(const float *x, const float *dy, float *dw, const int
         const size_t off = ((size_t)b * C + c) * plane;
         place(x + off, xp.data(), g, g.P, g.Wp);
         for (int i = 0; i < g.H; ++i) std::memcpy(&gp[(size_t)i * g.Wr], dy + off + (size_t)i * g.W, g.W * sizeof(float));
+        dbias[(size_t)b * C + c] = (float)block_sum(
+            gp.size(), [&](size_t k) { return load(&gp[k]); }, [&](size_t k) { return gp[k]; });
         for (int p = 0; p < K; ++p) {
           std::fill(acc.begin(), acc.end(), splat(0.f));
           for (int i = 0; i < g.H; ++i)
@@ -147,22 +166,6 @@ void depthwise_filter_grad(const float *x, const float *dy, float *dw, const int
       for (int k = 0; k < K * K; ++k) dw[(size_t)c * K * K + k] = (float)sum[k];
     }
   }
-}
-
-// Sums over [0, n) of term(k) (8 lanes at k) and tail(k) (one element): float vectors within
-// blocks of 1024 elements, blocks added in double, so long groups keep their precision.
-template <class Term, class Tail>
-double block_sum(size_t n, Term term, Tail tail) {
-  double total = 0.0;
-  size_t k = 0;
-  for (; k + 8 <= n;) {
-    v8 acc = splat(0.f);
-    const size_t end = std::min(n / 8 * 8, k + 1024);
-    for (; k < end; k += 8) acc += term(k);
-    total += hsum(acc);
-  }
-  for (; k < n; ++k) total += tail(k);
-  return total;
 }
 
 // ---- GroupNorm (Wu & He 2018): y = (x - mu_g) / sqrt(var_g + eps) * gamma_c + beta_c --------
@@ -465,9 +468,9 @@ extern "C" int DepthwiseConvInputGrad(AOT_ARGS) {
   return 0;
 }
 
-// (x, dy, w) -> dw; w gives only the kernel shape.
+// (x, dy, w) -> (dw, dbias [B, C]); w gives only the kernel shape.
 extern "C" int DepthwiseConvFilterGrad(AOT_ARGS) {
-  depthwise_filter_grad(F(0), F(1), F(3), shapes[0], shapes[2][2]);
+  depthwise_filter_grad(F(0), F(1), F(3), F(4), shapes[0], shapes[2][2]);
   return 0;
 }
 

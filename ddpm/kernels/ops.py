@@ -45,11 +45,15 @@ def primitives() -> SimpleNamespace:
     # Depthwise convolution plus bias, stride 1, padding K//2: dx is the correlation of dy
     # with the flipped kernel; dw sums dy against shifted x.
     dw_input = aot("DepthwiseConvInputGrad", _same, _same)
-    dw_filter = aot("DepthwiseConvFilterGrad", lambda x, dy, w: w, lambda x, dy, w: w)
+    dw_filter = aot(
+        "DepthwiseConvFilterGrad",
+        lambda x, dy, w: (w, x[:2]),
+        lambda x, dy, w: (w, w),
+    )
 
     def depthwise_bprop(x, w, bias, out, dout):
-        db = dout.sum(axis=(2, 3) if bias.ndim == 2 else (0, 2, 3))  # bias [B, C] or [C]
-        return dw_input(dout, w), dw_filter(x, dout, w), db
+        dw, db = dw_filter(x, dout, w)  # db [B, C]: per sample, summed for a bias [C]
+        return dw_input(dout, w), dw, db if bias.ndim == 2 else db.sum(axis=0)
 
     # GroupNorm returns (y, mean, rstd); the statistics feed the backward only.
     gn_grad = aot(
