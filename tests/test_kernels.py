@@ -56,7 +56,13 @@ def twin_cells(make):
 
 @pytest.mark.parametrize(
     "shape,kernel",
-    [((2, 3, 28, 28), 7), ((3, 5, 7, 9), 7), ((2, 4, 14, 14), 3), ((1, 2, 5, 17), 5)],
+    [
+        ((2, 3, 28, 28), 7),
+        ((3, 5, 7, 9), 7),
+        ((2, 4, 14, 14), 3),
+        ((1, 2, 5, 17), 5),
+        ((2, 3, 6, 11), 9),
+    ],
 )
 def test_depthwise_conv_matches_grouped_conv(graph_mode, shape, kernel):
     fused, builtin = twin_cells(lambda: kernels.DepthwiseConv2d(shape[1], kernel))
