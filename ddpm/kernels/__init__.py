@@ -5,10 +5,12 @@ behind PyTorch on the same machine: depthwise 7x7 convolutions (oneDNN's grouped
 path), GroupNorm with its gradient, and softmax over a non-last axis (a transpose, a
 softmax and a ReduceSum in the backward pass). A profile of the batch-64 sampling forward
 added the exact GELU, whose Erf op alone took 39 ms of 530, and the linear attention's
-LayerNorm over channels, whose seven built-in ops added 270 MB to the seed benchmark's peak
-RSS. `cpu_kernels.cc` computes each, with its backward, as a MindSpore AOT custom op
-(`ops.py`). The cells in `layers.py` keep the built-in cells' parameters, names and
-initialisation, so checkpoints do not depend on the choice.
+LayerNorm over channels, whose built-in ops (means, powers, products) added 270 MB to the
+seed benchmark's peak RSS. `cpu_kernels.cc` computes each, with its backward, as a
+MindSpore AOT custom op (`ops.py`). The cells in `layers.py` keep the built-in cells'
+parameters, names and initialisation, so checkpoints do not depend on the choice. The
+GroupNorm and depthwise kernels also take a per-sample affine or bias, so the U-Net's
+blocks fold their time conditioning in (`GroupNorm.modulated`, `DepthwiseConv2d.shifted`).
 
 The kernels are used when the device is CPU, `use(False)` was not called (config
 `runtime.cpu_kernels`), DDPM_CPU_KERNELS is not 0, and the library compiles. Otherwise
