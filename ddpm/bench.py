@@ -1,13 +1,17 @@
 """`make bench`: MindSpore against its PyTorch twin, on the same U-Nets, in one run.
 
     python -m ddpm.bench [--cases seed,seed_resnet,quick] [--steps 10] [--builtin]
-                         [--out bench.json]
+                         [--rounds 3] [--out bench.json]
 
 Each (framework, case) runs in a fresh process, so peak RSS is that case's own. Figures:
 train-step median (after warm-up), first step (graph compile included), the sampling
 forward at batch 64, 64 samples with DDIM-50 and with DDPM over all T steps, peak RSS,
 GFLOP/s from PyTorch's flop counter, and that as a fraction of the machine's fp32 matmul
 peak. The table prints MindSpore/PyTorch ratios (< 1 means MindSpore is faster).
+
+The train step is also timed in `--rounds` further pairs of short runs (PyTorch, then
+MindSpore, train step only), because this machine's speed drifts over the minutes between
+the two main runs: the table adds the median over rounds, and each round's ratio prints.
 
 MindSpore runs with ddpm's settings (ddpm.kernels, the oneDNN ISA cap, libgomp's passive
 wait); PyTorch and the matmul peak run without the variables `import ddpm` set, since
@@ -66,7 +70,9 @@ def peak_rss_mb() -> float:
 
 
 # ---- workers (one framework, one case, one process) ------------------------------------
-def mindspore_worker(cfg: dict[str, Any], steps: int, ddpm_steps: int | None) -> dict[str, float]:
+def mindspore_worker(
+    cfg: dict[str, Any], steps: int, ddpm_steps: int | None, train_only: bool = False
+) -> dict[str, float]:
     import mindspore as ms
     from mindspore import Tensor
     from mindspore import dtype as mstype
@@ -97,6 +103,8 @@ def mindspore_worker(cfg: dict[str, Any], steps: int, ddpm_steps: int | None) ->
     first = median_time(run_step, 1)
     run_step()
     train = median_time(run_step, steps)
+    if train_only:
+        return {"train_step_s": train}
     reverse = ReverseStep(build_network(*net_args), diffusion.objective)
     xs = Tensor(rng.standard_normal((SAMPLE_N, c, size, size)).astype(np.float32))
     ts = Tensor(np.full(SAMPLE_N, 10, np.int32))
@@ -142,7 +150,11 @@ def ddpm_time(sample_time, num_timesteps: int, cap: int | None) -> float:
 
 
 def torch_worker(
-    cfg: dict[str, Any], steps: int, ddpm_steps: int | None, threads: int = 2
+    cfg: dict[str, Any],
+    steps: int,
+    ddpm_steps: int | None,
+    threads: int = 2,
+    train_only: bool = False,
 ) -> dict[str, float]:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
@@ -170,6 +182,8 @@ def torch_worker(
     train_flops = counter.get_total_flops()
     first = median_time(lambda: step(x, t, noise), 1)
     train = median_time(lambda: step(x, t, noise), steps)
+    if train_only:
+        return {"train_step_s": train}
     xs, ts = torch.randn(SAMPLE_N, c, size, size), torch.full((SAMPLE_N,), 10)
     with torch.no_grad():
         with FlopCounterMode(display=False) as counter:
@@ -209,10 +223,13 @@ def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> tuple[float, str]:
 WORKERS = ("mindspore", "builtin", "torch", "peak")
 
 
-def run_worker(worker: str, case: str, args: argparse.Namespace) -> dict | None:
+def run_worker(
+    worker: str, case: str, args: argparse.Namespace, train_only: bool = False
+) -> dict | None:
     cmd = [sys.executable, "-m", "ddpm.bench", "--worker", worker, "--cases", case]
     cmd += ["--steps", str(args.steps), "--torch-threads", str(args.torch_threads)]
     cmd += ["--ddpm-steps", str(args.ddpm_steps)] if args.ddpm_steps else []
+    cmd += ["--train-only"] if train_only else []
     env = dict(os.environ)
     if worker in ("torch", "peak"):  # PyTorch keeps its own defaults, not MindSpore's settings
         for name in ddpm.ENV_SET_HERE:
@@ -230,6 +247,7 @@ def run_worker(worker: str, case: str, args: argparse.Namespace) -> dict | None:
 
 ROWS = [
     ("train_step_s", "train step (s)"),
+    ("train_interleaved_s", "train step, median of interleaved rounds (s)"),
     ("first_step_s", "first step (s)"),
     ("forward_64_s", "sampling forward, batch 64 (s)"),
     ("ddim50_s", "64 samples, DDIM 50 (s)"),
@@ -238,6 +256,24 @@ ROWS = [
     ("train_gflops", "train GFLOP/s"),
     ("train_peak_frac", "train / matmul peak"),
 ]
+
+
+def add_interleaved_train(
+    results: dict[str, dict | None], case: str, args: argparse.Namespace
+) -> list[float]:
+    """Train-step medians of `args.rounds` more runs per framework, alternating, so a drift
+    in the machine's speed between the main runs weighs on both frameworks alike. Returns
+    each round's MindSpore / PyTorch ratio."""
+    rounds: dict[str, list[float]] = {"torch": [], "mindspore": []}
+    for _ in range(args.rounds):
+        for w, times in rounds.items():
+            result = run_worker(w, case, args, train_only=True)
+            times.append(result["train_step_s"] if result else float("nan"))
+    for w, times in rounds.items():
+        if results.get(w) and times:
+            results[w]["train_rounds_s"] = times
+            results[w]["train_interleaved_s"] = statistics.median(times)
+    return [m / t for m, t in zip(rounds["mindspore"], rounds["torch"], strict=True)]
 
 
 def add_rates(result: dict | None, flops: dict | None, peak: float) -> None:
@@ -275,8 +311,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--builtin", action="store_true", help="also time MindSpore without ddpm.kernels"
     )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="extra train-step-only runs per framework, alternating PyTorch and MindSpore",
+    )
     p.add_argument("--out", type=Path, default=Path("bench_results/bench.json"))
     p.add_argument("--worker", choices=WORKERS, help=argparse.SUPPRESS)
+    p.add_argument("--train-only", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     cases = args.cases.split(",")
     if args.worker:
@@ -293,10 +336,15 @@ def main(argv: list[str] | None = None) -> int:
     runs = ["torch", "mindspore", *(["builtin"] if args.builtin else [])]
     for case in cases:
         results = {w: run_worker(w, case, args) for w in runs}
+        ratios = add_interleaved_train(results, case, args)
         for result in results.values():
             add_rates(result, results["torch"], peak["gflops"])
         report["cases"][case] = results
         print_table(case, results)
+        if ratios:
+            print(
+                "\ntrain step, MindSpore / PyTorch by round:", ", ".join(f"{r:.2f}" for r in ratios)
+            )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     print(f"\nwritten: {args.out}")
@@ -310,8 +358,8 @@ def worker(name: str, case: str, args: argparse.Namespace) -> dict[str, Any]:
         return {"gflops": gflops, "source": source}
     cfg = case_config(case)
     if name == "torch":
-        return torch_worker(cfg, args.steps, args.ddpm_steps, args.torch_threads)
-    return mindspore_worker(cfg, args.steps, args.ddpm_steps)
+        return torch_worker(cfg, args.steps, args.ddpm_steps, args.torch_threads, args.train_only)
+    return mindspore_worker(cfg, args.steps, args.ddpm_steps, args.train_only)
 
 
 if __name__ == "__main__":

@@ -25,3 +25,29 @@ def test_twin_has_the_same_parameters(block, attention):
     assert ms_shapes == pt_shapes
     out = pt_net(torch.randn(2, 1, 28, 28), torch.tensor([0, 5]))
     assert out.shape == (2, 1, 28, 28)
+
+
+@pytest.mark.slow
+def test_bench_cli_writes_every_figure(tmp_path):
+    """The real `python -m ddpm.bench` on the small case: table, per-round ratios and JSON."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "bench.json"
+    args = ["--cases", "quick", "--steps", "1", "--ddpm-steps", "1", "--rounds", "2"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "ddpm.bench", *args, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| train step, median of interleaved rounds (s) |" in proc.stdout
+    assert "train step, MindSpore / PyTorch by round:" in proc.stdout
+    case = json.loads(out.read_text())["cases"]["quick"]
+    for framework in ("mindspore", "torch"):
+        figures = case[framework]
+        assert len(figures["train_rounds_s"]) == 2 and all(t > 0 for t in figures["train_rounds_s"])
+        for key in ("train_step_s", "forward_64_s", "ddim50_s", "ddpm_T_s", "peak_rss_mb"):
+            assert figures[key] > 0, key
