@@ -14,19 +14,25 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def grads_of(cell: nn.Cell, x: np.ndarray, seed: int = 0):
-    """(y, dL/dx, dL/dparams) for L = sum(y * g) with a fixed random g; compiled."""
-    g = Tensor(np.random.default_rng(seed).standard_normal(cell(Tensor(x)).shape, np.float32))
+def grads_of(cell: nn.Cell, x: np.ndarray, cond=(), method: str | None = None):
+    """(y, dL/dx, [dL/dcond..., dL/dparams...]) for L = sum(y * g), g fixed and random.
+
+    y = cell(x), or cell.<method>(x, *cond) with `cond` inputs that also get gradients;
+    the gradients are compiled.
+    """
+    fn = cell if method is None else getattr(cell, method)
+    inputs = [Tensor(x), *(Tensor(c) for c in cond)]
+    y = fn(*inputs)
+    g = Tensor(np.random.default_rng(0).standard_normal(y.shape).astype(np.float32))
     params = cell.trainable_params()
 
-    def loss(x):
-        return (cell(x) * g).sum()
+    def loss(*inputs):
+        return (fn(*inputs) * g).sum()
 
-    step = ms.jit(ms.value_and_grad(loss, grad_position=0, weights=params or None))
-    _, grads = step(Tensor(x))
-    y = cell(Tensor(x)).asnumpy()
-    dx, dparams = grads if params else (grads, ())
-    return y, dx.asnumpy(), [d.asnumpy() for d in dparams]
+    positions = tuple(range(len(inputs)))
+    grads = ms.jit(ms.grad(loss, grad_position=positions, weights=params or None))(*inputs)
+    dinputs, dparams = grads if params else (grads, ())
+    return y.asnumpy(), dinputs[0].asnumpy(), [t.asnumpy() for t in (*dinputs[1:], *dparams)]
 
 
 def assert_same(fused, builtin, rtol=2e-5):
@@ -80,22 +86,6 @@ def test_group_norm_matches_builtin(graph_mode, groups, shape):
     assert_same(grads_of(fused, x), grads_of(builtin, x))
 
 
-def conditioned_grads(cell: nn.Cell, method: str, x: np.ndarray, cond: list[np.ndarray]):
-    """Like grads_of for cell.<method>(x, *cond), cond [B, C] inputs that also get gradients."""
-    g = Tensor(np.random.default_rng(4).standard_normal(x.shape).astype(np.float32))
-    params, cond = cell.trainable_params(), [Tensor(c) for c in cond]
-
-    def loss(x, *cond):
-        return (getattr(cell, method)(x, *cond) * g).sum()
-
-    positions = tuple(range(1 + len(cond)))
-    inputs, dparams = ms.jit(ms.grad(loss, grad_position=positions, weights=params))(
-        Tensor(x), *cond
-    )
-    y = getattr(cell, method)(Tensor(x), *cond).asnumpy()
-    return y, inputs[0].asnumpy(), [t.asnumpy() for t in (*inputs[1:], *dparams)]
-
-
 @pytest.mark.parametrize("groups,shape", [(2, (3, 8, 7, 7)), (1, (2, 6, 5, 5))])
 def test_modulated_group_norm_matches_builtin(graph_mode, groups, shape):
     """GroupNorm(x) (1 + scale) + shift with the affine per sample, gradients to all inputs."""
@@ -103,10 +93,7 @@ def test_modulated_group_norm_matches_builtin(graph_mode, groups, shape):
     rng = np.random.default_rng(3)
     x = 3.0 + 0.5 * rng.standard_normal(shape).astype(np.float32)
     cond = [rng.standard_normal(shape[:2]).astype(np.float32) for _ in range(2)]
-    assert_same(
-        conditioned_grads(fused, "modulated", x, cond),
-        conditioned_grads(builtin, "modulated", x, cond),
-    )
+    assert_same(grads_of(fused, x, cond, "modulated"), grads_of(builtin, x, cond, "modulated"))
 
 
 @pytest.mark.parametrize("shape,kernel", [((2, 3, 28, 28), 7), ((3, 4, 5, 9), 3)])
@@ -116,10 +103,7 @@ def test_shifted_depthwise_conv_matches_builtin(graph_mode, shape, kernel):
     rng = np.random.default_rng(5)
     x = rng.standard_normal(shape).astype(np.float32)
     cond = [rng.standard_normal(shape[:2]).astype(np.float32)]
-    assert_same(
-        conditioned_grads(fused, "shifted", x, cond),
-        conditioned_grads(builtin, "shifted", x, cond),
-    )
+    assert_same(grads_of(fused, x, cond, "shifted"), grads_of(builtin, x, cond, "shifted"))
 
 
 @pytest.mark.parametrize("shape", [(2, 6, 7, 7), (3, 16, 4, 4), (2, 3, 5, 1)])

@@ -75,6 +75,20 @@ double block_sum(size_t n, Term term, Tail tail) {
   return total;
 }
 
+// A parameter's gradient from per-(b, c) partial sums part [B, C]: out[c] = sum_b part[b, c],
+// or out[b, c] = part[b, c] for a parameter given per sample.
+void reduce_batch(const std::vector<double> &part, int B, int C, bool per_sample, float *out) {
+  if (per_sample) {
+    for (size_t k = 0; k < part.size(); ++k) out[k] = (float)part[k];
+    return;
+  }
+  for (int c = 0; c < C; ++c) {
+    double sum = 0.0;
+    for (int b = 0; b < B; ++b) sum += part[(size_t)b * C + c];
+    out[c] = (float)sum;
+  }
+}
+
 // ---- depthwise convolution: stride 1, odd kernel K, zero "same" padding K/2 -----------------
 struct Plane {
   int H, W, K, P;
@@ -208,7 +222,7 @@ void group_norm_grad(const float *x, const float *gamma, const float *dy, const 
                      float *dx, float *dgamma, float *dbeta, const Groups &s) {
   const size_t n = s.per_group();
   const int cg = s.C / s.G;
-  std::vector<double> dg((size_t)s.B * s.C), db((size_t)s.B * s.C);  // per (b, c), summed over b below
+  std::vector<double> dg((size_t)s.B * s.C), db((size_t)s.B * s.C);  // per (b, c)
 #pragma omp parallel for schedule(static)
   for (int bg = 0; bg < s.B * s.G; ++bg) {
     const float mu = mean[bg], r = rstd[bg];
@@ -234,22 +248,8 @@ void group_norm_grad(const float *x, const float *gamma, const float *dy, const 
       for (int k = 0; k < s.HW; ++k) out[k] = r * (dc[k] * gm - m_g - (xc[k] - mu) * r * m_gx);
     }
   }
-  if (s.per_sample) {
-    for (size_t k = 0; k < dg.size(); ++k) {
-      dgamma[k] = (float)dg[k];
-      dbeta[k] = (float)db[k];
-    }
-    return;
-  }
-  for (int c = 0; c < s.C; ++c) {
-    double a = 0.0, b = 0.0;
-    for (int i = 0; i < s.B; ++i) {
-      a += dg[(size_t)i * s.C + c];
-      b += db[(size_t)i * s.C + c];
-    }
-    dgamma[c] = (float)a;
-    dbeta[c] = (float)b;
-  }
+  reduce_batch(dg, s.B, s.C, s.per_sample, dgamma);
+  reduce_batch(db, s.B, s.C, s.per_sample, dbeta);
 }
 
 // ---- softmax over the middle axis of a [O, L, I] view --------------------------------------
@@ -438,11 +438,7 @@ void channel_norm_grad(const float *x, const float *gain, const float *dy, const
       for (int c = 0; c < C; ++c) dg[(size_t)b * C + c] = hsum(acc[c]);
     }
   }
-  for (int c = 0; c < C; ++c) {
-    double s = 0.0;
-    for (int b = 0; b < B; ++b) s += dg[(size_t)b * C + c];
-    dgain[c] = (float)s;
-  }
+  reduce_batch(dg, B, C, false, dgain);
 }
 
 // The product of shape[0..ndim).
