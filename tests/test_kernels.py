@@ -193,3 +193,96 @@ def test_gelu_matches_builtin(graph_mode, shape):
     x = np.random.default_rng(2).uniform(-9, 9, shape).astype(np.float32)
     fused, builtin = twin_cells(kernels.GELU)
     assert_same(grads_of(fused, x), grads_of(builtin, x), rtol=1e-6)
+
+
+class AdamEmaState(nn.Cell):
+    """Parameters, Adam moments, EMA copies and step counters for the AdamEma op."""
+
+    def __init__(self, shapes, lrs):
+        super().__init__()
+        rng = np.random.default_rng(3)
+
+        def tensors(kind, scale=1.0):
+            return ms.ParameterTuple(
+                ms.Parameter(
+                    Tensor((scale * rng.standard_normal(s)).astype(np.float32)), f"{kind}{i}"
+                )
+                for i, s in enumerate(shapes)
+            )
+
+        self.p, self.m, self.v, self.e = tensors("p"), tensors("m"), tensors("v", 0.0), tensors("e")
+        for v in self.v:  # second moments are non-negative
+            v.set_data(Tensor(rng.uniform(0, 2, v.shape).astype(np.float32)))
+        self.lrs = Tensor(np.asarray(lrs, np.float32))
+        self.step = ms.Parameter(Tensor([1], ms.int32), "step")
+        self.b1t = ms.Parameter(Tensor(0.9, ms.float32), "b1t")
+        self.b2t = ms.Parameter(Tensor(0.999, ms.float32), "b2t")
+        self.op = kernels.adam_ema(len(shapes))
+
+    def construct(self, hyper, decay, loss_sum, grads):
+        state = self.p + self.m + self.v + self.e + grads
+        return self.op(hyper, self.lrs, self.step, self.b1t, self.b2t, decay, loss_sum, *state)
+
+    def numpy_state(self):
+        return [[t.asnumpy().copy() for t in group] for group in (self.p, self.m, self.v, self.e)]
+
+
+def adam_ema_reference(state, grads, lr, b1t, b2t, hyper, decay):
+    """Global-norm clipping, MindSpore's Adam update and the EMA, in float64 numpy."""
+    beta1, beta2, eps, clip = hyper[:4]
+    norm = np.sqrt(sum((g.astype(np.float64) ** 2).sum() for g in grads))
+    scale = min(1.0, clip / (norm + 1e-6)) if clip > 0 else 1.0
+    b1t, b2t = b1t * beta1, b2t * beta2
+    lr_t = lr * np.sqrt(1 - b2t) / (1 - b1t)
+    out = [[], [], [], []]
+    for p, m, v, e, g in zip(*state, grads, strict=True):
+        g = g * scale
+        m = m + (g - m) * (1 - beta1)
+        v = v + (g * g - v) * (1 - beta2)
+        p = p - lr_t * m / (np.sqrt(v) + eps)
+        for group, value in zip(out, (p, m, v, decay * e + (1 - decay) * p), strict=True):
+            group.append(value)
+    return norm, out
+
+
+# 70000 elements span three of the kernel's work pieces; (1,) and (3, 5) are odd tails.
+ADAM_SHAPES = [(70000,), (3, 5), (1,), (4, 3, 3, 3)]
+
+
+@pytest.mark.parametrize("clip", [0.0, 0.5])
+def test_adam_ema_matches_the_formulas(graph_mode, clip):
+    lrs = [1e-3, 2e-3, 5e-4]
+    cell = AdamEmaState(ADAM_SHAPES, lrs)
+    rng = np.random.default_rng(4)
+    grads = [rng.standard_normal(s).astype(np.float32) for s in ADAM_SHAPES]
+    hyper = np.array([0.9, 0.999, 1e-8, clip, 1.0], np.float32)
+    before = cell.numpy_state()
+    norm = cell(
+        Tensor(hyper), Tensor(0.99, ms.float32), Tensor(1.0, ms.float32), tuple(map(Tensor, grads))
+    )
+    want_norm, want = adam_ema_reference(before, grads, lrs[1], 0.9, 0.999, hyper, 0.99)
+    assert norm.asnumpy()[0] == pytest.approx(want_norm, rel=1e-6)
+    for got_group, want_group in zip(cell.numpy_state(), want, strict=True):
+        for got, expected in zip(got_group, want_group, strict=True):
+            np.testing.assert_allclose(got, expected, rtol=2e-5, atol=1e-6)
+    assert cell.step.asnumpy()[0] == 2
+    assert float(cell.b1t.asnumpy()) == pytest.approx(0.81)
+    assert float(cell.b2t.asnumpy()) == pytest.approx(0.999**2)
+
+
+@pytest.mark.parametrize("skip", [True, False])
+def test_adam_ema_skips_a_nonfinite_step_when_asked(graph_mode, skip):
+    cell = AdamEmaState(ADAM_SHAPES, [1e-3])
+    grads = [np.ones(s, np.float32) for s in ADAM_SHAPES]
+    grads[1][0, 0] = np.nan
+    hyper = Tensor(np.array([0.9, 0.999, 1e-8, 1.0, float(skip)], np.float32))
+    before = cell.numpy_state()
+    norm = cell(hyper, Tensor(0.99, ms.float32), Tensor(1.0, ms.float32), tuple(map(Tensor, grads)))
+    assert np.isnan(norm.asnumpy()[0])
+    after = cell.numpy_state()
+    pairs = [
+        (a, b) for ga, gb in zip(after, before, strict=True) for a, b in zip(ga, gb, strict=True)
+    ]
+    unchanged = all(np.array_equal(a, b) for a, b in pairs)
+    assert unchanged == skip
+    assert cell.step.asnumpy()[0] == (1 if skip else 2)

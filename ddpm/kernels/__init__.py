@@ -19,7 +19,7 @@ the built-in ops run, with a warning if compilation was the reason.
 
 from ddpm.kernels.build import library
 from ddpm.kernels.layers import GELU, ChannelLayerNorm, DepthwiseConv2d, GroupNorm, Softmax
-from ddpm.kernels.ops import active, use
+from ddpm.kernels.ops import active, adam_ema, use
 
 __all__ = [
     "GELU",
@@ -28,6 +28,7 @@ __all__ = [
     "GroupNorm",
     "Softmax",
     "active",
+    "adam_ema",
     "library",
     "use",
 ]

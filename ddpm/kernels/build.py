@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("cpu_kernels.cc")
 # -march=native: the library is built on the machine that runs it, and keyed by its CPU.
 # No -ffast-math: with -shared it can switch the whole process to flush-to-zero.
-FLAGS = ["-O3", "-march=native", "-fopenmp", "-std=c++17", "-shared", "-fPIC"]
+FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fopenmp", "-std=c++17", "-shared", "-fPIC"]
 
 
 def cache_dir() -> Path:

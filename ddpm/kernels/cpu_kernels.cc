@@ -441,6 +441,51 @@ void channel_norm_grad(const float *x, const float *gain, const float *dy, const
   reduce_batch(dg, B, C, false, dgain);
 }
 
+// ---- One optimiser step over every parameter -------------------------------------------------
+// Global-norm clipping, Adam (Kingma & Ba 2015, Alg. 1, in the form of MindSpore's Adam op:
+// lr_t = lr sqrt(1 - beta2^t) / (1 - beta1^t), theta -= lr_t m / (sqrt(v) + eps)) and the EMA
+// theta_ema <- d theta_ema + (1 - d) theta, in one pass over the parameters instead of about
+// nine graph ops per parameter.
+struct Slice {  // a piece of one parameter and its optimiser state
+  float *p, *m, *v, *ema;
+  const float *g;
+  size_t n;
+};
+
+struct AdamStep {
+  float beta1, beta2, eps, scale, lr_t, decay;  // scale: the clipping factor for the gradient
+};
+
+double square_sum(const std::vector<Slice> &slices) {
+  double total = 0.0;
+#pragma omp parallel for schedule(dynamic, 4) reduction(+ : total)
+  for (size_t i = 0; i < slices.size(); ++i) {
+    const float *g = slices[i].g;
+    total += block_sum(
+        slices[i].n, [=](size_t k) { return load(g + k) * load(g + k); },
+        [=](size_t k) { return (double)g[k] * g[k]; });
+  }
+  return total;
+}
+
+void adam_ema(const std::vector<Slice> &slices, const AdamStep a) {
+  const float c1 = 1.f - a.beta1, c2 = 1.f - a.beta2, d = a.decay, cd = 1.f - d;
+  const float scale = a.scale, lr_t = a.lr_t, eps = a.eps;
+#pragma omp parallel for schedule(dynamic, 4)
+  for (size_t i = 0; i < slices.size(); ++i) {
+    const Slice &s = slices[i];
+    float *__restrict p = s.p, *__restrict m = s.m, *__restrict v = s.v, *__restrict e = s.ema;
+    const float *__restrict g = s.g;
+    for (size_t k = 0; k < s.n; ++k) {
+      const float gk = g[k] * scale;
+      m[k] += (gk - m[k]) * c1;
+      v[k] += (gk * gk - v[k]) * c2;
+      p[k] -= lr_t * m[k] / (std::sqrt(v[k]) + eps);
+      e[k] = e[k] * d + p[k] * cd;
+    }
+  }
+}
+
 // The product of shape[0..ndim).
 size_t elements(int ndim, const int64_t *shape) {
   size_t n = 1;
@@ -535,5 +580,37 @@ extern "C" int ChannelNorm(AOT_ARGS) {
 extern "C" int ChannelNormGrad(AOT_ARGS) {
   const int B = shapes[0][0], C = shapes[0][1], N = elements(ndims[0] - 2, shapes[0] + 2);
   channel_norm_grad(F(0), F(1), F(2), F(3), F(4), F(5), F(6), B, C, N);
+  return 0;
+}
+
+// (hyper [5] = beta1, beta2, eps, clip, skip_nonfinite; lr table [S]; step int32 [1];
+//  beta1^t [1]; beta2^t [1]; ema decay []; loss sum []; then n each of params, m, v, ema and
+//  grads) -> global gradient norm []. Updates the step, the beta powers, params, m, v and ema
+// in place: the op's signature declares them written. Clips when clip > 0; with
+// skip_nonfinite, a NaN/inf norm or loss leaves every state untouched.
+extern "C" int AdamEma(AOT_ARGS) {
+  constexpr int head = 7;
+  const int n = (nparam - head - 1) / 5;
+  const float *hyper = F(0), *lrs = F(1);
+  int32_t *step = static_cast<int32_t *>(params[2]);
+  std::vector<Slice> slices;
+  constexpr size_t piece = 1 << 15;
+  for (int i = 0; i < n; ++i) {
+    const int k = head + i;
+    const size_t size = elements(ndims[k], shapes[k]);
+    for (size_t o = 0; o < size; o += piece)
+      slices.push_back({F(k) + o, F(k + n) + o, F(k + 2 * n) + o, F(k + 3 * n) + o, F(k + 4 * n) + o,
+                        std::min(piece, size - o)});
+  }
+  const float norm = std::sqrt(square_sum(slices)), loss = F(6)[0];
+  F(nparam - 1)[0] = norm;
+  if (hyper[4] != 0.f && !(std::isfinite(norm) && std::isfinite(loss))) return 0;
+  AdamStep a{hyper[0], hyper[1], hyper[2], 1.f, 0.f, F(5)[0]};
+  if (hyper[3] > 0.f) a.scale = std::min(1.f, hyper[3] / (norm + 1e-6f));
+  const float lr = lrs[std::clamp<int64_t>(step[0], 0, shapes[1][0] - 1)];
+  const float b1t = F(3)[0] *= a.beta1, b2t = F(4)[0] *= a.beta2;
+  step[0] += 1;
+  a.lr_t = lr * std::sqrt(1.f - b2t) / (1.f - b1t);
+  adam_ema(slices, a);
   return 0;
 }

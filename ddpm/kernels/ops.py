@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import mindspore as ms
 from mindspore import ops
+from mindspore.ops import signature as sig
 
 from ddpm.kernels.build import library
 
@@ -104,3 +105,32 @@ def primitives() -> SimpleNamespace:
         group_norm=aot("GroupNorm", group_norm_shape, lambda x, *_: (x, x, x), group_norm_bprop),
         softmax=aot("Softmax", _same, _same, softmax_bprop),
     )
+
+
+ADAM_EMA_HEAD = (
+    7  # inputs before the per-parameter tensors, as AdamEma in cpu_kernels.cc reads them
+)
+
+
+@functools.cache
+def adam_ema(n: int) -> ops.Custom:
+    """One optimiser step over n parameters: clipping, Adam and the EMA update in one op.
+
+    Inputs: hyper [5] (beta1, beta2, eps, clip, skip_nonfinite), the learning-rate table, the
+    step, beta1^t, beta2^t, the EMA decay, the loss sum, then the n parameters, first moments,
+    second moments, EMA copies and gradients. Returns the global gradient norm [1]. The op
+    writes the step, the beta powers and the first 4n tensors in place; its signature declares
+    them written, so MindSpore orders every read of them before the op and every later read
+    after it, as it does for Assign.
+    """
+    path = library()
+    if path is None:
+        raise RuntimeError("the fused CPU kernels are not available (see the warning above)")
+    op = ops.Custom(f"{path}:AdamEma", lambda *_: [1], lambda hyper, *_: hyper, func_type="aot")
+    written = {2, 3, 4, *range(ADAM_EMA_HEAD, ADAM_EMA_HEAD + 4 * n)}
+    op.__mindspore_signature__ = tuple(
+        sig.make_sig(f"input{i}", sig.sig_rw.RW_WRITE if i in written else sig.sig_rw.RW_READ)
+        for i in range(ADAM_EMA_HEAD + 5 * n)
+    )
+    op.add_prim_attr("side_effect_mem", True)
+    return op
