@@ -195,6 +195,20 @@ def test_gelu_matches_builtin(graph_mode, shape):
     assert_same(grads_of(fused, x), grads_of(builtin, x), rtol=1e-6)
 
 
+@pytest.mark.parametrize(
+    "shape,c_out,kernel",
+    [
+        ((2, 5, 28, 28), 11, 3),  # 28x28: the weight gradient runs in the kernel
+        ((3, 1, 28, 30), 4, 7),  # one input channel, a 7x7 kernel, W != H
+        ((2, 6, 9, 9), 7, 3),  # below FILTER_GRAD_MIN_PIXELS: MindSpore's own gradient
+    ],
+)
+def test_conv2d_matches_builtin(graph_mode, shape, c_out, kernel):
+    x = np.random.default_rng(5).standard_normal(shape).astype(np.float32)
+    fused, builtin = twin_cells(lambda: kernels.Conv2d(shape[1], c_out, kernel))
+    assert_same(grads_of(fused, x), grads_of(builtin, x))
+
+
 class AdamEmaState(nn.Cell):
     """Parameters, Adam moments, EMA copies and step counters for the AdamEma op."""
 

@@ -18,12 +18,20 @@ the built-in ops run, with a warning if compilation was the reason.
 """
 
 from ddpm.kernels.build import library
-from ddpm.kernels.layers import GELU, ChannelLayerNorm, DepthwiseConv2d, GroupNorm, Softmax
+from ddpm.kernels.layers import (
+    GELU,
+    ChannelLayerNorm,
+    Conv2d,
+    DepthwiseConv2d,
+    GroupNorm,
+    Softmax,
+)
 from ddpm.kernels.ops import active, adam_ema, use
 
 __all__ = [
     "GELU",
     "ChannelLayerNorm",
+    "Conv2d",
     "DepthwiseConv2d",
     "GroupNorm",
     "Softmax",

@@ -10,6 +10,8 @@
 #include <cstring>
 #include <vector>
 
+#include <omp.h>
+
 namespace {
 
 typedef float v8 __attribute__((vector_size(32)));
@@ -441,6 +443,83 @@ void channel_norm_grad(const float *x, const float *gain, const float *dy, const
   reduce_batch(dg, B, C, false, dgain);
 }
 
+// ---- Dense convolution: the weight gradient ---------------------------------------------------
+// For stride 1, one group and zero padding P = K/2:
+//   dw[co, ci, p, q] = sum_{b,h,w} dy[b, co, h, w] x[b, ci, h + p - P, w + q - P].
+// x is copied once into a zero-padded "tall" image per channel of width Wp = W + 2P, image b's
+// row h at row P + b (H + P) + h, so neighbouring images share their P zero rows; dy is copied
+// onto the output positions u = (b (H + P) + h) Wp + w of the same grid, zero elsewhere. Tap
+// (ci, p, q) then reads x at u + ci plane + p Wp + q, and each dw entry is one dot product
+// over u, computed in register blocks of 8 output channels x 3 taps, 8 positions per vector.
+// n zero floats starting at a 64-byte boundary.
+struct AlignedZeros {
+  std::vector<float> raw;
+  float *ptr;
+  explicit AlignedZeros(size_t n) : raw(n + 16, 0.f) {
+    ptr = reinterpret_cast<float *>((reinterpret_cast<uintptr_t>(raw.data()) + 63) & ~uintptr_t(63));
+  }
+  float *data() { return ptr; }
+};
+
+struct TallGrid {
+  int B, H, W, P, Wp;
+  size_t plane, U;  // floats per channel plane (with slack for over-reads); positions, padded
+  TallGrid(int b, int h, int w, int k) : B(b), H(h), W(w), P(k / 2), Wp(w + 2 * (k / 2)) {
+    U = ((size_t)B * (H + P) * Wp + 7) / 8 * 8;
+    plane = U + (size_t)(2 * P + 1) * Wp + 8;
+  }
+  size_t out_row(int b, int h) const { return (size_t)(b * (H + P) + h) * Wp; }
+};
+
+// Copies src [B, C, H, W] row by row to dst + c * stride + out_row(b, h) + offset.
+void to_grid(const float *src, float *dst, int C, size_t stride, size_t offset, const TallGrid &g) {
+#pragma omp for schedule(static)
+  for (int c = 0; c < C; ++c)
+    for (int b = 0; b < g.B; ++b)
+      for (int h = 0; h < g.H; ++h)
+        std::memcpy(dst + c * stride + g.out_row(b, h) + offset, src + (((size_t)b * C + c) * g.H + h) * g.W,
+                    g.W * sizeof(float));
+}
+
+void conv_filter_grad(const float *x, const float *dy, float *dw, int B, int Ci, int Co, int H, int W, int K) {
+  constexpr int FI = 8, FJ = 3;   // register block: output channels x taps
+  constexpr size_t CHUNK = 4096;  // positions per pass, so a block's rows stay in cache
+  const TallGrid g(B, H, W, K);
+  const int taps = Ci * K * K, co_pad = (Co + FI - 1) / FI * FI, kblocks = (taps + FJ - 1) / FJ;
+  std::vector<size_t> off((size_t)kblocks * FJ, 0);  // where tap k's reads start
+  for (int k = 0; k < taps; ++k) off[k] = (k / (K * K)) * g.plane + (k / K % K) * g.Wp + k % K;
+  AlignedZeros xt((size_t)Ci * g.plane), d((size_t)co_pad * g.U);
+#pragma omp parallel
+  {
+    to_grid(x, xt.data(), Ci, g.plane, (size_t)g.P * g.Wp + g.P, g);
+    to_grid(dy, d.data(), Co, g.U, 0, g);  // omp for: all threads wait here
+    // Each thread owns a range of taps, so no partial sums need merging.
+    const int nt = omp_get_num_threads(), t = omp_get_thread_num();
+    const int kb0 = (size_t)kblocks * t / nt, kb1 = (size_t)kblocks * (t + 1) / nt;
+    std::vector<float> acc((size_t)co_pad * (kb1 - kb0) * FJ, 0.f);
+    for (size_t u0 = 0; u0 < g.U; u0 += CHUNK) {
+      const size_t u1 = std::min(g.U, u0 + CHUNK);
+      for (int co = 0; co < co_pad; co += FI)
+        for (int kb = kb0; kb < kb1; ++kb) {
+          v8 c[FI][FJ] = {};
+          for (size_t u = u0; u < u1; u += 8) {
+            v8 dv[FI];
+            for (int i = 0; i < FI; ++i) dv[i] = *(const v8 *)(d.data() + (co + i) * g.U + u);  // aligned
+            for (int j = 0; j < FJ; ++j) {
+              const v8 xv = load(xt.data() + off[kb * FJ + j] + u);
+              for (int i = 0; i < FI; ++i) c[i][j] += dv[i] * xv;
+            }
+          }
+          for (int i = 0; i < FI; ++i)
+            for (int j = 0; j < FJ; ++j) acc[((size_t)(co + i) * (kb1 - kb0) + kb - kb0) * FJ + j] += hsum(c[i][j]);
+        }
+    }
+    for (int co = 0; co < Co; ++co)
+      for (int k = kb0 * FJ; k < std::min(taps, kb1 * FJ); ++k)
+        dw[(size_t)co * taps + k] = acc[(size_t)co * (kb1 - kb0) * FJ + k - kb0 * FJ];
+  }
+}
+
 // ---- One optimiser step over every parameter -------------------------------------------------
 // Global-norm clipping, Adam (Kingma & Ba 2015, Alg. 1, in the form of MindSpore's Adam op:
 // lr_t = lr sqrt(1 - beta2^t) / (1 - beta1^t), theta -= lr_t m / (sqrt(v) + eps)) and the EMA
@@ -580,6 +659,13 @@ extern "C" int ChannelNorm(AOT_ARGS) {
 extern "C" int ChannelNormGrad(AOT_ARGS) {
   const int B = shapes[0][0], C = shapes[0][1], N = elements(ndims[0] - 2, shapes[0] + 2);
   channel_norm_grad(F(0), F(1), F(2), F(3), F(4), F(5), F(6), B, C, N);
+  return 0;
+}
+
+// (x [B,Ci,H,W], dy [B,Co,H,W], w [Co,Ci,K,K]) -> dw; w gives only the kernel shape.
+extern "C" int ConvFilterGrad(AOT_ARGS) {
+  const int64_t *xs = shapes[0], *ws = shapes[2];
+  conv_filter_grad(F(0), F(1), F(3), xs[0], xs[1], ws[0], xs[2], xs[3], ws[2]);
   return 0;
 }
 

@@ -93,11 +93,15 @@ def primitives() -> SimpleNamespace:
 
     gelu_grad = aot("GeluGrad", _same, _same)
 
+    # The dense convolution's weight gradient (the forward and dx stay MindSpore's).
+    conv_filter_grad = aot("ConvFilterGrad", lambda x, dy, w: w, lambda x, dy, w: w)
+
     def gelu_bprop(x, out, dout):
         return (gelu_grad(x, dout),)
 
     return SimpleNamespace(
         gelu=aot("Gelu", _same, _same, gelu_bprop),
+        conv_filter_grad=conv_filter_grad,
         channel_norm=aot(
             "ChannelNorm", channel_norm_shape, lambda x, *_: (x, x, x), channel_norm_bprop
         ),
