@@ -451,6 +451,7 @@ void channel_norm_grad(const float *x, const float *gain, const float *dy, const
 // onto the output positions u = (b (H + P) + h) Wp + w of the same grid, zero elsewhere. Tap
 // (ci, p, q) then reads x at u + ci plane + p Wp + q, and each dw entry is one dot product
 // over u, computed in register blocks of 8 output channels x 3 taps, 8 positions per vector.
+
 // n zero floats starting at a 64-byte boundary.
 struct AlignedZeros {
   std::vector<float> raw;
@@ -670,7 +671,7 @@ extern "C" int ConvFilterGrad(AOT_ARGS) {
 }
 
 // (hyper [5] = beta1, beta2, eps, clip, skip_nonfinite; lr table [S]; step int32 [1];
-//  beta1^t [1]; beta2^t [1]; ema decay []; loss sum []; then n each of params, m, v, ema and
+//  beta1^t []; beta2^t []; ema decay []; loss sum []; then n each of params, m, v, ema and
 //  grads) -> global gradient norm []. Updates the step, the beta powers, params, m, v and ema
 // in place: the op's signature declares them written. Clips when clip > 0; with
 // skip_nonfinite, a NaN/inf norm or loss leaves every state untouched.

@@ -41,7 +41,10 @@ class _ConvolveWithFilterGrad(nn.Cell):
 
 
 class Conv2d(nn.Conv2d):
-    """nn.Conv2d(C_in, C_out, K, padding=K//2, bias), K odd > 1, with the same parameters."""
+    """nn.Conv2d(C_in, C_out, K, padding=K//2, bias), K odd > 1, with the same parameters.
+
+    Fused, its weight gradient on planes of FILTER_GRAD_MIN_PIXELS or more runs the kernel.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, kernel: int, has_bias: bool = True):
         pad = kernel // 2

@@ -111,9 +111,8 @@ def primitives() -> SimpleNamespace:
     )
 
 
-ADAM_EMA_HEAD = (
-    7  # inputs before the per-parameter tensors, as AdamEma in cpu_kernels.cc reads them
-)
+# Inputs before the per-parameter tensors, as AdamEma in cpu_kernels.cc reads them.
+ADAM_EMA_HEAD = 7
 
 
 @functools.cache
