@@ -100,8 +100,8 @@ class TrainStep(nn.Cell):
 
     Holds every piece of training state as Parameters (network, `ema.*`, optimiser moments
     and step), so one checkpoint of this cell is the full state. With the fused CPU kernels,
-    clipping, Adam and the EMA run as one op over all parameters (`kernels.ops.adam_ema`); the
-    graph ops they replace, about nine per parameter, took ~12% of a CPU train step. Otherwise
+    clipping, Adam and the EMA run as one op over all parameters (`kernels.adam_ema`); the
+    graph ops it replaces, about nine per parameter, took ~12% of a CPU train step. Otherwise
     per-parameter updates go through HyperMap: an unrolled Python loop makes graph
     compilation ~5x slower.
     """

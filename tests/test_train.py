@@ -130,8 +130,9 @@ def test_optimizer_follows_the_lr_table(graph_mode):
     assert current == pytest.approx(lrs[0])
 
 
-@pytest.mark.parametrize("fused_update", [True, False])
-@pytest.mark.parametrize("mode", ["pynative", "graph"])
+@pytest.mark.parametrize(
+    "mode,fused_update", [("pynative", True), ("graph", True), ("graph", False)]
+)
 def test_skip_nonfinite_leaves_the_state_untouched(mode, fused_update, request):
     if mode == "graph":
         request.getfixturevalue("graph_mode")
@@ -154,11 +155,15 @@ def test_skip_nonfinite_leaves_the_state_untouched(mode, fused_update, request):
 @pytest.mark.skipif(
     not kernels.active(), reason="no C++ compiler: the fused kernels cannot be built"
 )
-@pytest.mark.parametrize("grad_clip", [0.0, 1.0])
-def test_fused_update_matches_the_graph_ops(graph_mode, grad_clip):
-    """The AdamEma kernel leaves the state that Adam, clipping and the EMA as graph ops leave."""
-    fused, _ = make_step(grad_clip)
-    graph_ops, _ = make_step(grad_clip, fused_update=False)
+def test_fused_update_matches_the_graph_ops(graph_mode):
+    """The AdamEma kernel leaves the state that Adam and the EMA as graph ops leave.
+
+    Without clipping, so the comparison is tight: clipping rescales by a norm summed in
+    another order, and parameters whose gradient is rounding noise (biases before a
+    GroupNorm) then take different Adam steps. test_kernels.py checks the clipping.
+    """
+    fused, _ = make_step(0.0)
+    graph_ops, _ = make_step(0.0, fused_update=False)
     assert fused.fused and not graph_ops.fused
     start = {p.name: p.data.copy() for p in fused.get_parameters()}
     for p in graph_ops.get_parameters():
@@ -169,8 +174,6 @@ def test_fused_update_matches_the_graph_ops(graph_mode, grad_clip):
         loss_b, norm_b = graph_ops(*batch(i), decay)
         np.testing.assert_allclose(loss_a.asnumpy(), loss_b.asnumpy(), rtol=1e-5)
         assert float(norm_a.asnumpy()) == pytest.approx(float(norm_b.asnumpy()), rel=1e-5)
-    if grad_clip:  # clipping rescales by a norm summed in another order; the rest is covered
-        return  # by test_kernels.py against numpy
     state_b = {p.name: p.asnumpy() for p in graph_ops.get_parameters()}
     for p in fused.get_parameters():
         b = state_b[p.name]
