@@ -216,17 +216,14 @@ class AdamEmaState(nn.Cell):
         super().__init__()
         rng = np.random.default_rng(3)
 
-        def tensors(kind, scale=1.0):
+        def tensors(kind, draw=rng.standard_normal):
             return ms.ParameterTuple(
-                ms.Parameter(
-                    Tensor((scale * rng.standard_normal(s)).astype(np.float32)), f"{kind}{i}"
-                )
+                ms.Parameter(Tensor(draw(size=s).astype(np.float32)), f"{kind}{i}")
                 for i, s in enumerate(shapes)
             )
 
-        self.p, self.m, self.v, self.e = tensors("p"), tensors("m"), tensors("v", 0.0), tensors("e")
-        for v in self.v:  # second moments are non-negative
-            v.set_data(Tensor(rng.uniform(0, 2, v.shape).astype(np.float32)))
+        self.p, self.m, self.e = tensors("p"), tensors("m"), tensors("e")
+        self.v = tensors("v", lambda size: rng.uniform(0, 2, size))  # second moments are >= 0
         self.lrs = Tensor(np.asarray(lrs, np.float32))
         self.step = ms.Parameter(Tensor([1], ms.int32), "step")
         self.b1t = ms.Parameter(Tensor(0.9, ms.float32), "b1t")

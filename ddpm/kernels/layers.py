@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
-from mindspore.ops.operations import _grad_ops
 
 from ddpm.kernels.ops import active, primitives
 
@@ -20,30 +19,27 @@ class _ConvolveWithFilterGrad(nn.Cell):
     the kernel (cpu_kernels.cc, ConvFilterGrad) reaches about 100-120 on the 28x28 ones.
     """
 
-    def __init__(self, out_channels: int, kernel: int) -> None:
+    def __init__(self, conv2d: ops.Conv2D, out_channels: int, kernel: int) -> None:
         super().__init__()
         pad = kernel // 2
-        args = dict(pad_mode="pad", pad=pad, pad_list=(pad,) * 4)
-        self.conv = ops.Conv2D(out_channels, kernel, pad_mode="pad", pad=pad)
-        self.input_grad = ops.Conv2DBackpropInput(out_channels, kernel, **args)
-        self.builtin_filter_grad = _grad_ops.Conv2DBackpropFilter(out_channels, kernel, **args)
+        self.conv2d = conv2d  # the owning nn.Conv2d's forward primitive
+        self.input_grad = ops.Conv2DBackpropInput(
+            out_channels, kernel, pad_mode="pad", pad=pad, pad_list=(pad,) * 4
+        )
         self.filter_grad = primitives().conv_filter_grad
 
     def construct(self, x: Tensor, w: Tensor) -> Tensor:
-        return self.conv(x, w)
+        return self.conv2d(x, w)
 
     def bprop(self, x, w, out, dout):
-        if x.shape[2] * x.shape[3] >= FILTER_GRAD_MIN_PIXELS:
-            dw = self.filter_grad(x, dout, w)
-        else:
-            dw = self.builtin_filter_grad(dout, x, w.shape)
-        return self.input_grad(dout, w, x.shape), dw
+        return self.input_grad(dout, w, x.shape), self.filter_grad(x, dout, w)
 
 
 class Conv2d(nn.Conv2d):
-    """nn.Conv2d(C_in, C_out, K, padding=K//2, bias), K odd > 1, with the same parameters.
+    """nn.Conv2d(C_in, C_out, K, stride 1, padding=K//2, bias) with the same parameters.
 
-    Fused, its weight gradient on planes of FILTER_GRAD_MIN_PIXELS or more runs the kernel.
+    Fused (K odd > 1), on planes of FILTER_GRAD_MIN_PIXELS or more, its weight gradient runs
+    the kernel; elsewhere it is nn.Conv2d as is.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel: int, has_bias: bool = True):
@@ -52,10 +48,13 @@ class Conv2d(nn.Conv2d):
             in_channels, out_channels, kernel, pad_mode="pad", padding=pad, has_bias=has_bias
         )
         self.fused = kernel % 2 == 1 and kernel > 1 and active()
-        self.convolve = _ConvolveWithFilterGrad(out_channels, kernel) if self.fused else None
+        self.convolve = (
+            _ConvolveWithFilterGrad(self.conv2d, out_channels, kernel) if self.fused else None
+        )
 
     def construct(self, x: Tensor) -> Tensor:
-        if not self.fused:
+        # x.shape is a constant of the compiled graph, so this picks one path at compile time.
+        if not self.fused or x.shape[2] * x.shape[3] < FILTER_GRAD_MIN_PIXELS:
             return super().construct(x)
         y = self.convolve(x, self.weight)
         return self.bias_add(y, self.bias) if self.has_bias else y

@@ -15,7 +15,7 @@ def conv(
     c_in: int, c_out: int, kernel: int, *, stride: int = 1, groups: int = 1, bias: bool = True
 ):
     """Conv2d with k//2 padding and a bias (MindSpore defaults to pad_mode='same', no bias)."""
-    if stride == 1 and groups == 1 and kernel % 2 == 1 and kernel > 1:
+    if stride == 1 and groups == 1:
         return kernels.Conv2d(c_in, c_out, kernel, has_bias=bias)  # nn.Conv2d, faster backward
     return nn.Conv2d(
         c_in,
