@@ -198,9 +198,11 @@ def test_gelu_matches_builtin(graph_mode, shape):
 @pytest.mark.parametrize(
     "shape,c_out,kernel",
     [
-        ((2, 5, 28, 28), 11, 3),  # 28x28: the weight gradient runs in the kernel
+        ((2, 5, 28, 28), 11, 3),  # 28x28: the convolution and its gradients run the kernels
+        ((2, 20, 28, 40), 9, 3),  # dx in several tiles of rows, and two of columns
         ((3, 1, 28, 30), 4, 7),  # one input channel, a 7x7 kernel, W != H
-        ((2, 6, 9, 9), 7, 3),  # below FILTER_GRAD_MIN_PIXELS: MindSpore's own gradient
+        ((2, 30, 14, 14), 20, 3),  # 14x14: the kernels but MindSpore's dw, one tile of columns
+        ((2, 6, 9, 9), 7, 3),  # below KERNEL_MIN_PIXELS: MindSpore's own convolution
     ],
 )
 def test_conv2d_matches_builtin(graph_mode, shape, c_out, kernel):

@@ -3,7 +3,8 @@
 // Each function follows MindSpore's AOT custom-op interface: params holds the inputs, then
 // the outputs; shapes[i] has ndims[i] entries. Tensors are contiguous float32, NCHW.
 // Work is split over planes or groups with OpenMP; vectors are 8 floats wide (GCC vector
-// extensions), which fits W = 7, 14, 28 with little waste.
+// extensions), which fits W = 7, 14, 28 with little waste, except in the dense convolution's
+// register tiles, which take 16 where the CPU has AVX-512.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -521,6 +522,101 @@ void conv_filter_grad(const float *x, const float *dy, float *dw, int B, int Ci,
   }
 }
 
+// ---- Dense convolution: the forward pass and the input gradient -------------------------------
+// Both correlate a source s [B, S, H, W] with a kernel A [D, S, K, K] into d [B, D, H, W]:
+//   forward:  s = x,  A = w,                                 d = y;
+//   dx:       s = dy, A[ci, co, p, q] = w[co, ci, K-1-p, K-1-q], d = dx (flipped, transposed).
+// s goes onto the tall grid as x does above, so output row (b, h) reads tap (c, p, q) at one
+// offset from out_row(b, h): a GEMM, rows d, columns w, with its B operand read in place. A
+// register tile holds MR output channels x NR columns of one row, accumulating over S K K taps.
+
+// L-lane vectors, aligned and not (a type argument would lose the alignment attribute).
+template <int L>
+struct Lanes {
+  typedef float V __attribute__((vector_size(4 * L)));
+  typedef float VU __attribute__((vector_size(4 * L), aligned(4)));
+};
+
+// out[r, 0..NV L) = sum_k a[k, r] s[off[k] + 0..NV L), for MR rows.
+template <int MR, int NV, int L>
+inline void gemm_row_tile(int taps, const float *__restrict a, const float *__restrict s,
+                          const size_t *__restrict off, float *__restrict out) {
+  typedef typename Lanes<L>::V V;
+  typedef typename Lanes<L>::VU VU;
+  V c[MR][NV] = {};
+  for (int k = 0; k < taps; ++k) {
+    V b[NV];
+    for (int v = 0; v < NV; ++v) b[v] = *(const VU *)(s + off[k] + v * L);
+    const float *ak = a + (size_t)k * MR;
+#pragma GCC unroll 32
+    for (int r = 0; r < MR; ++r)
+      for (int v = 0; v < NV; ++v) c[r][v] += ak[r] * b[v];
+  }
+  for (int r = 0; r < MR; ++r)
+    for (int v = 0; v < NV; ++v) *(VU *)(out + (r * NV + v) * L) = c[r][v];
+}
+
+struct DenseConv {
+  int B, S, D, H, W, K;
+  bool flipped;  // A from w [S, D, K, K] flipped and transposed (dx), else A = w [D, S, K, K]
+  float a_at(const float *w, int d, int k) const {
+    if (!flipped) return w[(size_t)d * S * K * K + k];
+    const int c = k / (K * K), p = k / K % K, q = k % K;
+    return w[(((size_t)c * D + d) * K + K - 1 - p) * K + K - 1 - q];
+  }
+};
+
+template <int MR, int NV, int L>
+void correlate_dense_mr(const float *src, const float *w, float *dst, const DenseConv &v) {
+  constexpr int NR = NV * L;
+  const TallGrid g(v.B, v.H, v.W, v.K);
+  const int K = v.K, taps = v.S * K * K, blocks = (v.D + MR - 1) / MR, chunks = (v.W + NR - 1) / NR;
+  // The last tile reads up to chunks NR columns past its row start, plus the largest tap offset.
+  const size_t plane = g.out_row(v.B - 1, v.H - 1) + (size_t)chunks * NR + 2 * g.P * (g.Wp + 1) + 16;
+  AlignedZeros a((size_t)blocks * taps * MR), st((size_t)v.S * plane);  // A packed [block][k][MR]
+  std::vector<size_t> off(taps);
+  for (int k = 0; k < taps; ++k) off[k] = (k / (K * K)) * plane + (k / K % K) * g.Wp + k % K;
+#pragma omp parallel
+  {
+#pragma omp for schedule(static)
+    for (int d = 0; d < v.D; ++d)
+      for (int k = 0; k < taps; ++k) a.data()[((size_t)(d / MR) * taps + k) * MR + d % MR] = v.a_at(w, d, k);
+    to_grid(src, st.data(), v.S, plane, (size_t)g.P * g.Wp + g.P, g);  // omp for: all wait here
+    alignas(64) float out[MR * NR];
+#pragma omp for schedule(static)
+    for (int r = 0; r < v.B * v.H * chunks; ++r) {
+      const int b = r / (v.H * chunks), h = r / chunks % v.H, col = r % chunks * NR, n = std::min(NR, v.W - col);
+      for (int m = 0; m < blocks; ++m) {
+        gemm_row_tile<MR, NV, L>(taps, a.data() + (size_t)m * taps * MR, st.data() + g.out_row(b, h) + col, off.data(), out);
+        for (int i = 0; i < std::min(MR, v.D - m * MR); ++i)
+          std::memcpy(dst + (((size_t)b * v.D + m * MR + i) * v.H + h) * v.W + col, out + i * NR, n * sizeof(float));
+      }
+    }
+  }
+}
+
+// A tile row of NV vectors of L lanes: two where W is wider than one vector, else one, with
+// the tile twice as tall. The height is the one that pads D least (the taller on ties): D = 18
+// takes 9, 36 takes 12.
+template <int NV, int L, int... Heights>
+void correlate_dense_nv(const float *src, const float *w, float *dst, const DenseConv &v) {
+  constexpr int heights[] = {Heights...};
+  int best = heights[0];
+  for (int mr : heights)
+    if ((v.D + mr - 1) / mr * mr < (v.D + best - 1) / best * best) best = mr;
+  ((best == Heights ? correlate_dense_mr<Heights, NV, L>(src, w, dst, v) : void()), ...);
+}
+
+void correlate_dense(const float *src, const float *w, float *dst, const DenseConv &v) {
+#ifdef __AVX512F__  // 32 registers
+  if (v.W > 16) return correlate_dense_nv<2, 16, 14, 12, 9, 7>(src, w, dst, v);
+  return correlate_dense_nv<1, 16, 28, 24, 18, 14>(src, w, dst, v);
+#else  // 16 registers
+  if (v.W > 8) return correlate_dense_nv<2, 8, 6, 5, 4>(src, w, dst, v);
+  return correlate_dense_nv<1, 8, 12, 10, 8>(src, w, dst, v);
+#endif
+}
+
 // ---- One optimiser step over every parameter -------------------------------------------------
 // Global-norm clipping, Adam (Kingma & Ba 2015, Alg. 1, in the form of MindSpore's Adam op:
 // lr_t = lr sqrt(1 - beta2^t) / (1 - beta1^t), theta -= lr_t m / (sqrt(v) + eps)) and the EMA
@@ -667,6 +763,20 @@ extern "C" int ChannelNormGrad(AOT_ARGS) {
 extern "C" int ConvFilterGrad(AOT_ARGS) {
   const int64_t *xs = shapes[0], *ws = shapes[2];
   conv_filter_grad(F(0), F(1), F(3), xs[0], xs[1], ws[0], xs[2], xs[3], ws[2]);
+  return 0;
+}
+
+// (x [B,Ci,H,W], w [Co,Ci,K,K]) -> y [B,Co,H,W], stride 1, zero padding K/2.
+extern "C" int Conv(AOT_ARGS) {
+  const int64_t *xs = shapes[0], *ws = shapes[1];
+  correlate_dense(F(0), F(1), F(2), {int(xs[0]), int(xs[1]), int(ws[0]), int(xs[2]), int(xs[3]), int(ws[2]), false});
+  return 0;
+}
+
+// (dy [B,Co,H,W], w [Co,Ci,K,K]) -> dx [B,Ci,H,W]
+extern "C" int ConvInputGrad(AOT_ARGS) {
+  const int64_t *ds = shapes[0], *ws = shapes[1];
+  correlate_dense(F(0), F(1), F(2), {int(ds[0]), int(ds[1]), int(ws[1]), int(ds[2]), int(ds[3]), int(ws[2]), true});
   return 0;
 }
 

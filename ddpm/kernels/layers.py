@@ -7,39 +7,55 @@ from mindspore import Parameter, Tensor, nn, ops
 
 from ddpm.kernels.ops import active, primitives
 
-# Below this many pixels per plane, MindSpore's own weight gradient is the faster one.
-FILTER_GRAD_MIN_PIXELS = 28 * 28
+# Planes of at least this many pixels run the convolution and dx in the kernels, and from
+# the second size on dw too; below them MindSpore's own ops are the faster ones.
+KERNEL_MIN_PIXELS = 14 * 14
+KERNEL_DW_MIN_PIXELS = 28 * 28
 
 
-class _ConvolveWithFilterGrad(nn.Cell):
-    """y = conv(x, w), stride 1, padding K//2; backward: dx by MindSpore, dw by the kernel.
+class _Primitive(nn.Cell):
+    """A primitive as a cell, so that GradOperation can take it."""
 
-    MindSpore's Conv2DBackpropFilter ran at 35-90 GFLOP/s on the U-Net's 28x28 layers
-    (18-56 channels) inside the train step, against 120-170 on its 7x7 and 14x14 layers;
-    the kernel (cpu_kernels.cc, ConvFilterGrad) reaches about 100-120 on the 28x28 ones.
-    """
-
-    def __init__(self, conv2d: ops.Conv2D, out_channels: int, kernel: int) -> None:
+    def __init__(self, primitive: ops.Primitive) -> None:
         super().__init__()
-        pad = kernel // 2
-        self.conv2d = conv2d  # the owning nn.Conv2d's forward primitive
-        self.input_grad = ops.Conv2DBackpropInput(
-            out_channels, kernel, pad_mode="pad", pad=pad, pad_list=(pad,) * 4
-        )
+        self.primitive = primitive
+
+    def construct(self, *args):
+        return self.primitive(*args)
+
+
+class _Convolution(nn.Cell):
+    """y = conv(x, w), stride 1, zero padding K//2, and dx by the kernels; dw by the kernel
+    (`kernel_dw`) or by MindSpore's own gradient of `conv2d` (graph optimisation drops the
+    forward and dx that GradOperation also builds)."""
+
+    def __init__(self, conv2d: ops.Conv2D, kernel_dw: bool) -> None:
+        super().__init__()
+        self.conv = primitives().conv
+        self.input_grad = primitives().conv_input_grad
+        self.kernel_dw = kernel_dw
         self.filter_grad = primitives().conv_filter_grad
+        self.conv2d = _Primitive(conv2d)
+        self.grads = ops.GradOperation(get_all=True, sens_param=True)
 
     def construct(self, x: Tensor, w: Tensor) -> Tensor:
-        return self.conv2d(x, w)
+        return self.conv(x, w)
 
     def bprop(self, x, w, out, dout):
-        return self.input_grad(dout, w, x.shape), self.filter_grad(x, dout, w)
+        if self.kernel_dw:
+            return self.input_grad(dout, w), self.filter_grad(x, dout, w)
+        return self.input_grad(dout, w), self.grads(self.conv2d)(x, w, dout)[1]
 
 
 class Conv2d(nn.Conv2d):
     """nn.Conv2d(C_in, C_out, K, stride 1, padding=K//2, bias) with the same parameters.
 
-    Fused (K odd > 1), on planes of FILTER_GRAD_MIN_PIXELS or more, its weight gradient runs
-    the kernel; elsewhere it is nn.Conv2d as is.
+    Fused (K odd > 1), on planes of KERNEL_MIN_PIXELS or more, the convolution and its input
+    gradient run the kernels (cpu_kernels.cc, Conv and ConvInputGrad), and from
+    KERNEL_DW_MIN_PIXELS on its weight gradient too (ConvFilterGrad); on smaller planes it
+    is nn.Conv2d as is. In the train step MindSpore's convolutions ran at 35-120 GFLOP/s on
+    the U-Net's 28x28 layers (18-56 channels) and 75-145 on its 14x14 ones; the kernels
+    reach about 150-180 (forward, dx) and 100-130 (dw, 28x28) there.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel: int, has_bias: bool = True):
@@ -48,15 +64,18 @@ class Conv2d(nn.Conv2d):
             in_channels, out_channels, kernel, pad_mode="pad", padding=pad, has_bias=has_bias
         )
         self.fused = kernel % 2 == 1 and kernel > 1 and active()
-        self.convolve = (
-            _ConvolveWithFilterGrad(self.conv2d, out_channels, kernel) if self.fused else None
-        )
+        self.convolve = _Convolution(self.conv2d, kernel_dw=True) if self.fused else None
+        self.convolve_small = _Convolution(self.conv2d, kernel_dw=False) if self.fused else None
 
     def construct(self, x: Tensor) -> Tensor:
         # x.shape is a constant of the compiled graph, so this picks one path at compile time.
-        if not self.fused or x.shape[2] * x.shape[3] < FILTER_GRAD_MIN_PIXELS:
+        pixels = x.shape[2] * x.shape[3]
+        if not self.fused or pixels < KERNEL_MIN_PIXELS:
             return super().construct(x)
-        y = self.convolve(x, self.weight)
+        if pixels < KERNEL_DW_MIN_PIXELS:
+            y = self.convolve_small(x, self.weight)
+        else:
+            y = self.convolve(x, self.weight)
         return self.bias_add(y, self.bias) if self.has_bias else y
 
 

@@ -93,14 +93,18 @@ def primitives() -> SimpleNamespace:
 
     gelu_grad = aot("GeluGrad", _same, _same)
 
-    # The dense convolution's weight gradient (the forward and dx stay MindSpore's).
+    # Dense convolution, stride 1, zero padding K//2: y = x * w and dx = dy * w', w' the
+    # flipped, transposed kernel; their bprop lives in kernels.Conv2d, which picks dw's op.
     conv_filter_grad = aot("ConvFilterGrad", lambda x, dy, w: w, lambda x, dy, w: w)
+    conv_input_grad = aot("ConvInputGrad", lambda dy, w: [dy[0], w[1], *dy[2:]], lambda dy, w: dy)
 
     def gelu_bprop(x, out, dout):
         return (gelu_grad(x, dout),)
 
     return SimpleNamespace(
         gelu=aot("Gelu", _same, _same, gelu_bprop),
+        conv=aot("Conv", lambda x, w: [x[0], w[0], *x[2:]], _same),
+        conv_input_grad=conv_input_grad,
         conv_filter_grad=conv_filter_grad,
         channel_norm=aot(
             "ChannelNorm", channel_norm_shape, lambda x, *_: (x, x, x), channel_norm_bprop
