@@ -1,7 +1,7 @@
 """`make bench`: MindSpore against its PyTorch twin, on the same U-Nets, in one run.
 
     python -m ddpm.bench [--cases seed,seed_resnet,quick] [--steps 10] [--builtin]
-                         [--rounds 3] [--out bench.json]
+                         [--pairs 20] [--out bench.json]
 
 Each (framework, case) runs in a fresh process, so peak RSS is that case's own. Figures:
 train-step median (after warm-up), first step (graph compile included), the sampling
@@ -9,9 +9,12 @@ forward at batch 64, 64 samples with DDIM-50 and with DDPM over all T steps, pea
 GFLOP/s from PyTorch's flop counter, and that as a fraction of the machine's fp32 matmul
 peak. The table prints MindSpore/PyTorch ratios (< 1 means MindSpore is faster).
 
-The train step is also timed in `--rounds` further pairs of short runs (PyTorch, then
-MindSpore, train step only), because this machine's speed drifts over the minutes between
-the two main runs: the table adds the median over rounds, and each round's ratio prints.
+The train step is also timed step-paired: one process per framework stays up, and the two
+take `--pairs` turns, one train step each (first in alternating order), so both are timed in
+the same seconds. This machine's speed drifts over the minutes between the main runs, by
+up to about 20%; a drift that slow weighs on both steps of a pair alike. The table adds
+each framework's median over the pairs, and the median and quartiles of the per-pair
+ratios print below it.
 
 MindSpore runs with ddpm's settings (ddpm.kernels, the oneDNN ISA cap, libgomp's passive
 wait); PyTorch and the matmul peak run without the variables `import ddpm` set, since
@@ -28,6 +31,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -43,6 +47,7 @@ CASES = {
     "quick": [],
 }
 SAMPLE_N = 64
+PAIR_PAUSE_S = 0.1
 
 
 def case_config(case: str) -> dict[str, Any]:
@@ -71,7 +76,7 @@ def peak_rss_mb() -> float:
 
 # ---- workers (one framework, one case, one process) ------------------------------------
 def mindspore_worker(
-    cfg: dict[str, Any], steps: int, ddpm_steps: int | None, train_only: bool = False
+    cfg: dict[str, Any], steps: int, ddpm_steps: int | None, serve: bool = False
 ) -> dict[str, float]:
     import mindspore as ms
     from mindspore import Tensor
@@ -102,9 +107,9 @@ def mindspore_worker(
     run_step = lambda: step(x, t, noise, decay)[0].asnumpy()  # noqa: E731
     first = median_time(run_step, 1)
     run_step()
+    if serve:
+        return serve_steps(run_step)
     train = median_time(run_step, steps)
-    if train_only:
-        return {"train_step_s": train}
     reverse = ReverseStep(build_network(*net_args), diffusion.objective)
     xs = Tensor(rng.standard_normal((SAMPLE_N, c, size, size)).astype(np.float32))
     ts = Tensor(np.full(SAMPLE_N, 10, np.int32))
@@ -154,7 +159,7 @@ def torch_worker(
     steps: int,
     ddpm_steps: int | None,
     threads: int = 2,
-    train_only: bool = False,
+    serve: bool = False,
 ) -> dict[str, float]:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
@@ -181,9 +186,9 @@ def torch_worker(
         step(x, t, noise)
     train_flops = counter.get_total_flops()
     first = median_time(lambda: step(x, t, noise), 1)
+    if serve:
+        return serve_steps(lambda: step(x, t, noise))
     train = median_time(lambda: step(x, t, noise), steps)
-    if train_only:
-        return {"train_step_s": train}
     xs, ts = torch.randn(SAMPLE_N, c, size, size), torch.full((SAMPLE_N,), 10)
     with torch.no_grad():
         with FlopCounterMode(display=False) as counter:
@@ -223,13 +228,11 @@ def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> tuple[float, str]:
 WORKERS = ("mindspore", "builtin", "torch", "peak")
 
 
-def run_worker(
-    worker: str, case: str, args: argparse.Namespace, train_only: bool = False
-) -> dict | None:
+def worker_process(worker: str, case: str, args: argparse.Namespace, *flags: str) -> tuple:
+    """The command line and environment of one worker process."""
     cmd = [sys.executable, "-m", "ddpm.bench", "--worker", worker, "--cases", case]
     cmd += ["--steps", str(args.steps), "--torch-threads", str(args.torch_threads)]
     cmd += ["--ddpm-steps", str(args.ddpm_steps)] if args.ddpm_steps else []
-    cmd += ["--train-only"] if train_only else []
     env = dict(os.environ)
     if worker in ("torch", "peak"):  # PyTorch keeps its own defaults, not MindSpore's settings
         for name in ddpm.ENV_SET_HERE:
@@ -237,6 +240,11 @@ def run_worker(
         env["DDPM_ENV_DEFAULTS"] = "0"  # the worker's own `import ddpm` sets nothing
     if worker == "builtin":
         env["DDPM_CPU_KERNELS"] = "0"
+    return [*cmd, *flags], env
+
+
+def run_worker(worker: str, case: str, args: argparse.Namespace) -> dict | None:
+    cmd, env = worker_process(worker, case, args)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
@@ -247,7 +255,7 @@ def run_worker(
 
 ROWS = [
     ("train_step_s", "train step (s)"),
-    ("train_interleaved_s", "train step, median of interleaved rounds (s)"),
+    ("train_paired_s", "train step, step-paired with the other framework (s)"),
     ("first_step_s", "first step (s)"),
     ("forward_64_s", "sampling forward, batch 64 (s)"),
     ("ddim50_s", "64 samples, DDIM 50 (s)"),
@@ -258,22 +266,73 @@ ROWS = [
 ]
 
 
-def add_interleaved_train(
+class StepServer:
+    """A worker process that runs one train step per request (`--serve`), for pairing."""
+
+    def __init__(self, worker: str, case: str, args: argparse.Namespace) -> None:
+        cmd, env = worker_process(worker, case, args, "--serve")
+        self.name = f"{worker}/{case}"
+        # A file, not a pipe: MindSpore's warnings would fill a pipe. close() closes it.
+        self.log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            cmd, env=env, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log
+        )
+        self.reply()  # built, compiled and warmed up
+
+    def reply(self) -> dict:
+        for line in self.proc.stdout:
+            if line.startswith("{"):
+                return json.loads(line)
+        self.log.seek(0)
+        raise RuntimeError(f"{self.name} stopped:\n{self.log.read()[-2000:]}")
+
+    def step(self) -> float:
+        self.proc.stdin.write("step\n")
+        self.proc.stdin.flush()
+        return self.reply()["step_s"]
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
+        self.log.close()
+
+
+def add_paired_train(
     results: dict[str, dict | None], case: str, args: argparse.Namespace
 ) -> list[float]:
-    """Train-step medians of `args.rounds` more runs per framework, alternating, so a drift
-    in the machine's speed between the main runs weighs on both frameworks alike. Returns
-    each round's MindSpore / PyTorch ratio."""
-    rounds: dict[str, list[float]] = {"torch": [], "mindspore": []}
-    for _ in range(args.rounds):
-        for w, times in rounds.items():
-            result = run_worker(w, case, args, train_only=True)
-            times.append(result["train_step_s"] if result else float("nan"))
-    for w, times in rounds.items():
-        if results.get(w) and times:
-            results[w]["train_rounds_s"] = times
-            results[w]["train_interleaved_s"] = statistics.median(times)
-    return [m / t for m, t in zip(rounds["mindspore"], rounds["torch"], strict=True)]
+    """Train steps of MindSpore and PyTorch taken in turns, `args.pairs` each, in two live
+    processes; returns each pair's MindSpore / PyTorch ratio."""
+    names = ("torch", "mindspore")
+    servers: dict[str, StepServer] = {}
+    times: dict[str, list[float]] = {w: [] for w in names}
+    try:
+        for w in names:
+            servers[w] = StepServer(w, case, args)
+        for i in range(args.pairs):
+            for w in names if i % 2 == 0 else names[::-1]:
+                time.sleep(PAIR_PAUSE_S)  # let the other process's OpenMP threads go idle
+                times[w].append(servers[w].step())
+    except RuntimeError as err:
+        print(f"  step-paired timing failed: {err}", file=sys.stderr)
+        return []
+    finally:
+        for server in servers.values():
+            server.close()
+    for w in names:
+        if results.get(w):
+            results[w]["train_pairs_s"] = times[w]
+            results[w]["train_paired_s"] = statistics.median(times[w])
+    return [m / t for m, t in zip(times["mindspore"], times["torch"], strict=True)]
+
+
+def serve_steps(run_step) -> dict[str, Any]:
+    """The `--serve` loop: time one train step per `step` line on stdin, until it closes."""
+    print(json.dumps({"ready": True}), flush=True)
+    for _ in sys.stdin:
+        start = time.perf_counter()
+        run_step()
+        print(json.dumps({"step_s": time.perf_counter() - start}), flush=True)
+    return {}
 
 
 def add_rates(result: dict | None, flops: dict | None, peak: float) -> None:
@@ -312,14 +371,14 @@ def main(argv: list[str] | None = None) -> int:
         "--builtin", action="store_true", help="also time MindSpore without ddpm.kernels"
     )
     p.add_argument(
-        "--rounds",
+        "--pairs",
         type=int,
-        default=3,
-        help="extra train-step-only runs per framework, alternating PyTorch and MindSpore",
+        default=20,
+        help="train steps per framework taken in turns with the other (0: none)",
     )
     p.add_argument("--out", type=Path, default=Path("bench_results/bench.json"))
     p.add_argument("--worker", choices=WORKERS, help=argparse.SUPPRESS)
-    p.add_argument("--train-only", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     cases = args.cases.split(",")
     if args.worker:
@@ -336,14 +395,16 @@ def main(argv: list[str] | None = None) -> int:
     runs = ["torch", "mindspore", *(["builtin"] if args.builtin else [])]
     for case in cases:
         results = {w: run_worker(w, case, args) for w in runs}
-        ratios = add_interleaved_train(results, case, args)
+        ratios = add_paired_train(results, case, args) if args.pairs else []
         for result in results.values():
             add_rates(result, results["torch"], peak["gflops"])
         report["cases"][case] = results
         print_table(case, results)
         if ratios:
+            q1, median, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
             print(
-                "\ntrain step, MindSpore / PyTorch by round:", ", ".join(f"{r:.2f}" for r in ratios)
+                f"\ntrain step, MindSpore / PyTorch per pair ({len(ratios)} pairs): "
+                f"median {median:.2f}, quartiles {q1:.2f}-{q3:.2f}"
             )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
@@ -358,8 +419,8 @@ def worker(name: str, case: str, args: argparse.Namespace) -> dict[str, Any]:
         return {"gflops": gflops, "source": source}
     cfg = case_config(case)
     if name == "torch":
-        return torch_worker(cfg, args.steps, args.ddpm_steps, args.torch_threads, args.train_only)
-    return mindspore_worker(cfg, args.steps, args.ddpm_steps, args.train_only)
+        return torch_worker(cfg, args.steps, args.ddpm_steps, args.torch_threads, args.serve)
+    return mindspore_worker(cfg, args.steps, args.ddpm_steps, args.serve)
 
 
 if __name__ == "__main__":

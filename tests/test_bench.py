@@ -29,13 +29,13 @@ def test_twin_has_the_same_parameters(block, attention):
 
 @pytest.mark.slow
 def test_bench_cli_writes_every_figure(tmp_path):
-    """The real `python -m ddpm.bench` on the small case: table, per-round ratios and JSON."""
+    """The real `python -m ddpm.bench` on the small case: table, paired ratios and JSON."""
     import json
     import subprocess
     import sys
 
     out = tmp_path / "bench.json"
-    args = ["--cases", "quick", "--steps", "1", "--ddpm-steps", "1", "--rounds", "2"]
+    args = ["--cases", "quick", "--steps", "1", "--ddpm-steps", "1", "--pairs", "3"]
     proc = subprocess.run(
         [sys.executable, "-m", "ddpm.bench", *args, "--out", str(out)],
         capture_output=True,
@@ -43,11 +43,11 @@ def test_bench_cli_writes_every_figure(tmp_path):
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "| train step, median of interleaved rounds (s) |" in proc.stdout
-    assert "train step, MindSpore / PyTorch by round:" in proc.stdout
+    assert "| train step, step-paired with the other framework (s) |" in proc.stdout
+    assert "train step, MindSpore / PyTorch per pair (3 pairs): median" in proc.stdout
     case = json.loads(out.read_text())["cases"]["quick"]
     for framework in ("mindspore", "torch"):
         figures = case[framework]
-        assert len(figures["train_rounds_s"]) == 2 and all(t > 0 for t in figures["train_rounds_s"])
+        assert len(figures["train_pairs_s"]) == 3 and all(t > 0 for t in figures["train_pairs_s"])
         for key in ("train_step_s", "forward_64_s", "ddim50_s", "ddpm_T_s", "peak_rss_mb"):
             assert figures[key] > 0, key

@@ -11,10 +11,10 @@ MindSpore AOT custom op (`ops.py`). The cells in `layers.py` keep the built-in c
 parameters, names and initialisation, so checkpoints do not depend on the choice. The
 GroupNorm and depthwise kernels also take a per-sample affine or bias, so the U-Net's
 blocks fold their time conditioning in (`GroupNorm.modulated`, `DepthwiseConv2d.shifted`).
-Two more came later: the weight gradient of dense convolutions on large planes
-(`Conv2d`), where MindSpore's op ran at half its speed on smaller ones, and the whole
-optimiser step (`adam_ema`: clipping, Adam, EMA), which replaces about nine graph ops per
-parameter.
+Two more came later: dense convolutions on planes of 14x14 and larger (`Conv2d`: the
+forward pass and dx, and dw from 28x28), where MindSpore's ops ran at half the speed they
+reach on smaller planes, and the whole optimiser step (`adam_ema`: clipping, Adam, EMA),
+which replaces about nine graph ops per parameter.
 
 The kernels are used when the device is CPU, `use(False)` was not called (config
 `runtime.cpu_kernels`), DDPM_CPU_KERNELS is not 0, and the library compiles. Otherwise
