@@ -79,17 +79,20 @@ def test_depthwise_conv_matches_grouped_conv(graph_mode, shape, kernel):
 @pytest.mark.parametrize(
     "groups,shape", [(1, (2, 6, 9, 9)), (2, (3, 8, 7, 7)), (8, (2, 16, 4, 5)), (4, (2, 4, 3, 3))]
 )
-def test_group_norm_matches_builtin(graph_mode, groups, shape):
-    fused, builtin = twin_cells(lambda: kernels.GroupNorm(groups, shape[1]))
+@pytest.mark.parametrize("silu", [False, True])
+def test_group_norm_matches_builtin(graph_mode, groups, shape, silu):
+    fused, builtin = twin_cells(lambda: kernels.GroupNorm(groups, shape[1], silu=silu))
     # An offset mean tests the two-pass variance; the scale tests eps handling.
     x = 3.0 + 0.5 * np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     assert_same(grads_of(fused, x), grads_of(builtin, x))
 
 
 @pytest.mark.parametrize("groups,shape", [(2, (3, 8, 7, 7)), (1, (2, 6, 5, 5))])
-def test_modulated_group_norm_matches_builtin(graph_mode, groups, shape):
-    """GroupNorm(x) (1 + scale) + shift with the affine per sample, gradients to all inputs."""
-    fused, builtin = twin_cells(lambda: kernels.GroupNorm(groups, shape[1]))
+@pytest.mark.parametrize("silu", [False, True])
+def test_modulated_group_norm_matches_builtin(graph_mode, groups, shape, silu):
+    """GroupNorm(x) (1 + scale) + shift with the affine per sample, gradients to all inputs;
+    with `silu`, SiLU of that (the ResNet block's first norm)."""
+    fused, builtin = twin_cells(lambda: kernels.GroupNorm(groups, shape[1], silu=silu))
     rng = np.random.default_rng(3)
     x = 3.0 + 0.5 * rng.standard_normal(shape).astype(np.float32)
     cond = [rng.standard_normal(shape[:2]).astype(np.float32) for _ in range(2)]

@@ -39,6 +39,14 @@ inline void store_n(float *p, v8 v, int n) {
   }
 }
 
+// The first n (<= 8) floats at p, the other lanes zero.
+inline v8 load_n(const float *p, int n) {
+  if (n == 8) return load(p);
+  v8 v = splat(0.f);
+  std::memcpy(&v, p, n * sizeof(float));
+  return v;
+}
+
 // exp(x) for 8 lanes: 2^n * p(r), x = n ln2 + r, |r| <= ln2/2 (Cephes expf polynomial,
 // about 2 ulp). Inputs below -87.3 flush to 0, as softmax after max-subtraction expects.
 inline v8 vexp(v8 x) {
@@ -194,6 +202,18 @@ struct Groups {
   size_t affine(int b) const { return per_sample ? (size_t)b * C : 0; }  // offset into gamma, beta
 };
 
+// SiLU (Elfwing et al. 2018) over n floats in place: z sigma(z), sigma(z) = 1 / (1 + e^-z).
+inline v8 vsigmoid(v8 z) { return 1.f / (1.f + vexp(-z)); }
+void silu_inplace(float *z, size_t n) {
+  for (size_t i = 0; i < n; i += 8) {
+    const int m = (int)std::min<size_t>(8, n - i);
+    const v8 v = load_n(z + i, m);
+    store_n(z + i, v * vsigmoid(v), m);
+  }
+}
+
+// With SILU, y = silu(GroupNorm(x)): the norm before the activation, as in a ResNet block.
+template <bool SILU>
 void group_norm(const float *x, const float *gamma, const float *beta, float eps, float *y, float *mean,
                 float *rstd, const Groups &s) {
   const size_t n = s.per_group();
@@ -214,15 +234,19 @@ void group_norm(const float *x, const float *gamma, const float *beta, float eps
       const float *xc = xg + (size_t)c * s.HW;
       float *yc = y + bg * n + (size_t)c * s.HW;
       for (int k = 0; k < s.HW; ++k) yc[k] = xc[k] * a + b;
+      if (SILU) silu_inplace(yc, s.HW);
     }
   }
 }
 
 // With xhat = (x - mu) r and g = dy * gamma, over each group:
 //   dx = r (g - mean(g) - xhat mean(g xhat)),  dgamma_c = sum dy xhat,  dbeta_c = sum dy,
-// the sums over (b, h, w), or over (h, w) only for a per-sample affine.
-void group_norm_grad(const float *x, const float *gamma, const float *dy, const float *mean, const float *rstd,
-                     float *dx, float *dgamma, float *dbeta, const Groups &s) {
+// the sums over (b, h, w), or over (h, w) only for a per-sample affine. With SILU, dy is first
+// taken through the activation: dz = dy silu'(z) = dy s (1 + z (1 - s)), s = sigma(z), with
+// z = xhat gamma + beta recomputed.
+template <bool SILU>
+void group_norm_grad(const float *x, const float *gamma, const float *beta, const float *dy, const float *mean,
+                     const float *rstd, float *dx, float *dgamma, float *dbeta, const Groups &s) {
   const size_t n = s.per_group();
   const int cg = s.C / s.G;
   std::vector<double> dg((size_t)s.B * s.C), db((size_t)s.B * s.C);  // per (b, c)
@@ -230,10 +254,23 @@ void group_norm_grad(const float *x, const float *gamma, const float *dy, const 
   for (int bg = 0; bg < s.B * s.G; ++bg) {
     const float mu = mean[bg], r = rstd[bg];
     const int b = bg / s.G, c0 = (bg % s.G) * cg;
-    const float *gam = gamma + s.affine(b);
+    const float *gam = gamma + s.affine(b), *dyg = dy + bg * n;
+    std::vector<float> dz(SILU ? n : 0);
+    if (SILU) {
+      for (int c = 0; c < cg; ++c) {
+        const float a = r * gam[c0 + c], sh = beta[s.affine(b) + c0 + c] - mu * a;
+        const size_t o = (size_t)c * s.HW;
+        for (int k = 0; k < s.HW; k += 8) {
+          const int m = std::min(8, s.HW - k);
+          const v8 z = load_n(x + bg * n + o + k, m) * a + sh, sg = vsigmoid(z);
+          store_n(dz.data() + o + k, load_n(dyg + o + k, m) * sg * (1.f + z * (1.f - sg)), m);
+        }
+      }
+      dyg = dz.data();
+    }
     double sum_g = 0.0, sum_gx = 0.0;
     for (int c = 0; c < cg; ++c) {
-      const float *xc = x + bg * n + (size_t)c * s.HW, *dc = dy + bg * n + (size_t)c * s.HW;
+      const float *xc = x + bg * n + (size_t)c * s.HW, *dc = dyg + (size_t)c * s.HW;
       const double sdy = block_sum(s.HW, [&](size_t k) { return load(dc + k); }, [&](size_t k) { return dc[k]; });
       const double sdyx = block_sum(
           s.HW, [&](size_t k) { return load(dc + k) * ((load(xc + k) - mu) * r); },
@@ -246,7 +283,7 @@ void group_norm_grad(const float *x, const float *gamma, const float *dy, const 
     const float m_g = (float)(sum_g / n), m_gx = (float)(sum_gx / n);
     for (int c = 0; c < cg; ++c) {
       const float gm = gam[c0 + c];
-      const float *xc = x + bg * n + (size_t)c * s.HW, *dc = dy + bg * n + (size_t)c * s.HW;
+      const float *xc = x + bg * n + (size_t)c * s.HW, *dc = dyg + (size_t)c * s.HW;
       float *out = dx + bg * n + (size_t)c * s.HW;
       for (int k = 0; k < s.HW; ++k) out[k] = r * (dc[k] * gm - m_g - (xc[k] - mu) * r * m_gx);
     }
@@ -359,13 +396,6 @@ void elementwise(size_t n, Block f) {
 #pragma omp parallel for schedule(static) if (n >= 16384)
   for (size_t i = 0; i < full; i += 8) f(i, 8);
   if (full < n) f(full, n - full);
-}
-
-inline v8 load_n(const float *p, int n) {
-  if (n == 8) return load(p);
-  v8 v = splat(0.f);
-  std::memcpy(&v, p, n * sizeof(float));
-  return v;
 }
 
 void gelu(const float *x, float *y, size_t n) {
@@ -697,7 +727,15 @@ extern "C" int DepthwiseConvFilterGrad(AOT_ARGS) {
 extern "C" int GroupNorm(AOT_ARGS) {
   const int hw = elements(ndims[0] - 2, shapes[0] + 2);
   const Groups s{(int)shapes[0][0], (int)shapes[0][1], (int)shapes[3][0], hw, ndims[1] == 2};
-  group_norm(F(0), F(1), F(2), F(3)[0], F(4), F(5), F(6), s);
+  group_norm<false>(F(0), F(1), F(2), F(3)[0], F(4), F(5), F(6), s);
+  return 0;
+}
+
+// The same, then SiLU: y = silu(GroupNorm(x)).
+extern "C" int GroupNormSiLU(AOT_ARGS) {
+  const int hw = elements(ndims[0] - 2, shapes[0] + 2);
+  const Groups s{(int)shapes[0][0], (int)shapes[0][1], (int)shapes[3][0], hw, ndims[1] == 2};
+  group_norm<true>(F(0), F(1), F(2), F(3)[0], F(4), F(5), F(6), s);
   return 0;
 }
 
@@ -705,7 +743,15 @@ extern "C" int GroupNorm(AOT_ARGS) {
 extern "C" int GroupNormGrad(AOT_ARGS) {
   const int hw = elements(ndims[0] - 2, shapes[0] + 2);
   const Groups s{(int)shapes[0][0], (int)shapes[0][1], (int)shapes[3][1], hw, ndims[1] == 2};
-  group_norm_grad(F(0), F(1), F(2), F(3), F(4), F(5), F(6), F(7), s);
+  group_norm_grad<false>(F(0), F(1), nullptr, F(2), F(3), F(4), F(5), F(6), F(7), s);
+  return 0;
+}
+
+// (x, gamma, beta, dy, mean, rstd) -> (dx, dgamma, dbeta), through the SiLU.
+extern "C" int GroupNormSiLUGrad(AOT_ARGS) {
+  const int hw = elements(ndims[0] - 2, shapes[0] + 2);
+  const Groups s{(int)shapes[0][0], (int)shapes[0][1], (int)shapes[4][1], hw, ndims[1] == 2};
+  group_norm_grad<true>(F(0), F(1), F(2), F(3), F(4), F(5), F(6), F(7), F(8), s);
   return 0;
 }
 

@@ -108,19 +108,28 @@ class DepthwiseConv2d(nn.Conv2d):
 
 
 class GroupNorm(nn.GroupNorm):
-    """nn.GroupNorm (Wu & He 2018) with the same parameters (gamma, beta)."""
+    """nn.GroupNorm (Wu & He 2018) with the same parameters (gamma, beta).
 
-    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5) -> None:
+    With `silu`, SiLU (Elfwing et al. 2018) follows, as in a ResNet block: fused, inside the
+    kernel, whose backward recomputes the pre-activation instead of keeping it.
+    """
+
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, silu: bool = False):
         super().__init__(num_groups, num_channels, eps=eps)
         self.fused = active()
-        self.group_norm = primitives().group_norm if self.fused else None
+        self.silu = silu
+        self.act = nn.SiLU() if silu else None
+        if self.fused:
+            self.group_norm = primitives().group_norm_silu if silu else primitives().group_norm
+        else:
+            self.group_norm = None
         # The kernel reads G from this tensor's length and eps from its values.
         self.spec = Tensor(np.full(num_groups, eps, np.float32))
 
     def construct(self, x: Tensor) -> Tensor:
         if self.fused:
             return self.group_norm(x, self.gamma, self.beta, self.spec)[0]
-        return super().construct(x)
+        return self._activated(super().construct(x))
 
     def modulated(self, x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
         """GroupNorm(x) (1 + scale) + shift, scale and shift [B, C] (FiLM, Perez et al. 2018).
@@ -132,7 +141,11 @@ class GroupNorm(nn.GroupNorm):
             gain = scale + 1.0
             gamma, beta = self.gamma * gain, self.beta * gain + shift  # [B, C]
             return self.group_norm(x, gamma, beta, self.spec)[0]
-        return super().construct(x) * (scale + 1.0)[:, :, None, None] + shift[:, :, None, None]
+        y = super().construct(x) * (scale + 1.0)[:, :, None, None] + shift[:, :, None, None]
+        return self._activated(y)
+
+    def _activated(self, y: Tensor) -> Tensor:
+        return self.act(y) if self.silu else y
 
 
 class Softmax(nn.Cell):

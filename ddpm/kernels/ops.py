@@ -70,6 +70,17 @@ def primitives() -> SimpleNamespace:
     def group_norm_shape(x, gamma, beta, spec):
         return x, [x[0], spec[0]], [x[0], spec[0]]
 
+    # The same followed by SiLU; its backward recomputes the pre-activation, so it needs beta.
+    gn_silu_grad = aot(
+        "GroupNormSiLUGrad",
+        lambda x, gamma, beta, dy, mean, rstd: (x, gamma, gamma),
+        lambda x, gamma, beta, dy, mean, rstd: (x, gamma, gamma),
+    )
+
+    def group_norm_silu_bprop(x, gamma, beta, spec, out, dout):
+        dx, dgamma, dbeta = gn_silu_grad(x, gamma, beta, dout[0], out[1], out[2])
+        return dx, dgamma, dbeta, ops.zeros_like(spec)
+
     # Softmax over the middle axis of [O, L, I]: dx = y (dy - sum_L dy y).
     softmax_grad = aot("SoftmaxGrad", _same, _same)
 
@@ -111,6 +122,9 @@ def primitives() -> SimpleNamespace:
         ),
         depthwise_conv=aot("DepthwiseConv", _same, _same, depthwise_bprop),
         group_norm=aot("GroupNorm", group_norm_shape, lambda x, *_: (x, x, x), group_norm_bprop),
+        group_norm_silu=aot(
+            "GroupNormSiLU", group_norm_shape, lambda x, *_: (x, x, x), group_norm_silu_bprop
+        ),
         softmax=aot("Softmax", _same, _same, softmax_bprop),
     )
 

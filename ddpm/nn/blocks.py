@@ -18,15 +18,15 @@ class ResnetBlock(nn.Cell):
     def __init__(self, dim_in: int, dim_out: int, time_dim: int, groups: int = 8) -> None:
         super().__init__()
         self.time_mlp = nn.SequentialCell(nn.SiLU(), nn.Dense(time_dim, dim_out * 2))
-        self.conv1, self.norm1 = conv(dim_in, dim_out, 3), GroupNorm(groups, dim_out)
-        self.conv2, self.norm2 = conv(dim_out, dim_out, 3), GroupNorm(groups, dim_out)
-        self.act = nn.SiLU()
+        # conv -> GroupNorm -> SiLU, twice; the norms apply the SiLU themselves.
+        self.conv1, self.norm1 = conv(dim_in, dim_out, 3), GroupNorm(groups, dim_out, silu=True)
+        self.conv2, self.norm2 = conv(dim_out, dim_out, 3), GroupNorm(groups, dim_out, silu=True)
         self.res_conv = conv(dim_in, dim_out, 1) if dim_in != dim_out else nn.Identity()
 
     def construct(self, x: Tensor, temb: Tensor) -> Tensor:
         scale, shift = ops.chunk(self.time_mlp(temb), 2, axis=1)  # [B, C_out] each
-        h = self.act(self.norm1.modulated(self.conv1(x), scale, shift))  # FiLM conditioning
-        h = self.act(self.norm2(self.conv2(h)))
+        h = self.norm1.modulated(self.conv1(x), scale, shift)  # FiLM conditioning
+        h = self.norm2(self.conv2(h))
         return h + self.res_conv(x)
 
 
