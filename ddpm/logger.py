@@ -15,7 +15,7 @@ class TensorBoardLogger:
     """Writes one run's event file into `logdir`, so a sweep folder shows every run by name."""
 
     def __init__(self, logdir: Path, purge_step: int | None = None) -> None:
-        # purge_step drops events at or after it when a resumed run re-writes those steps.
+        # purge_step drops earlier events at or after it: a resumed run re-writes those steps.
         self.writer = SummaryWriter(logdir=str(logdir), purge_step=purge_step, flush_secs=30)
         self._hparams: tuple[dict[str, HParamValue], list[str]] | None = None
 

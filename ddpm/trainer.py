@@ -117,9 +117,10 @@ class Trainer:
     def fit(self) -> dict[str, float]:
         """Train from self.step to cfg.steps; returns the final metrics."""
         main = self.world.is_main
-        self.logger = (
-            TensorBoardLogger(self.run_dir, purge_step=self.step or None) if main else NullLogger()
-        )
+        # On resume from step S, events after S go (the re-run writes them again); those at S,
+        # such as its loss, were written before the checkpoint and stay.
+        purge = self.step + 1 if self.step else None
+        self.logger = TensorBoardLogger(self.run_dir, purge_step=purge) if main else NullLogger()
         self.started = time.time()
         self._announce()
         shard = (self.world.rank, self.world.size)

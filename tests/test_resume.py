@@ -1,5 +1,6 @@
 """Interruption, resume, numerical faults and failing sweeps, on real subprocesses."""
 
+import re
 import signal
 import subprocess
 import sys
@@ -13,12 +14,14 @@ from ddpm import checkpoint
 from tests.test_cli import CLI_TINY, ROOT, cli, events
 
 STEPS = [o for o in CLI_TINY if not o.startswith(("trainer.steps=", "trainer.checkpoint_every="))]
-LONG = [*STEPS, "trainer.steps=60", "trainer.checkpoint_every=20", "trainer.log_every=5"]
+# Long enough (a few seconds of steps after the compile) for a signal to land mid-run.
+TOTAL = 120
+LONG = [*STEPS, f"trainer.steps={TOTAL}", "trainer.checkpoint_every=20", "trainer.log_every=5"]
 
 
 def final_weights(run_dir: Path) -> dict[str, np.ndarray]:
-    params, meta = checkpoint.load(run_dir / "checkpoints" / "step_00000060.ckpt")
-    assert meta["step"] == 60
+    params, meta = checkpoint.load(run_dir / "checkpoints" / f"step_{TOTAL:08d}.ckpt")
+    assert meta["step"] == TOTAL
     return {k: v.asnumpy() for k, v in params.items()}
 
 
@@ -33,12 +36,11 @@ def start(run_dir: Path, *extra: str) -> subprocess.Popen:
 
 
 def wait_for_training(proc: subprocess.Popen, min_step: int) -> str:
-    """Read the output until tqdm shows `min_step` steps done."""
+    """Read the output until tqdm shows at least `min_step` steps done (it skips counts)."""
     seen = ""
     while proc.poll() is None:
-        chunk = proc.stdout.read(64)
-        seen += chunk
-        if f"{min_step}/60" in seen:
+        seen += proc.stdout.read(64)
+        if any(int(n) >= min_step for n in re.findall(rf"(\d+)/{TOTAL}\b", seen)):
             return seen
     raise AssertionError(f"run ended before step {min_step}:\n{seen[-2000:]}")
 
@@ -60,7 +62,7 @@ def test_sigterm_then_resume_matches_an_uninterrupted_run(uninterrupted, tmp_pat
     assert "trainer.resume=" in out
     _, meta = checkpoint.load(checkpoint.candidates(tmp_path / "checkpoints")[0])
     stopped_at = meta["step"]
-    assert 7 <= stopped_at < 60
+    assert 7 <= stopped_at < TOTAL
 
     resumed = cli("-m", "ddpm.run", *LONG, f"hydra.run.dir={tmp_path}", "trainer.resume=latest")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -68,7 +70,20 @@ def test_sigterm_then_resume_matches_an_uninterrupted_run(uninterrupted, tmp_pat
     for name, value in final_weights(tmp_path).items():  # bitwise, on CPU
         np.testing.assert_array_equal(value, uninterrupted[name], err_msg=name)
     steps = [e.step for e in events(tmp_path).Scalars("train/loss")]
-    assert steps == list(range(5, 61, 5))  # one curve: no duplicate, no missing step
+    assert steps == list(range(5, TOTAL + 1, 5))  # one curve: no duplicate or missing step
+
+
+def test_resume_keeps_what_the_checkpoint_step_logged(tmp_path):
+    """Resumed from step 20, the run rewrites the curve after 20 and keeps the point at 20."""
+    args = [*STEPS, "trainer.steps=40", "trainer.checkpoint_every=20", "trainer.log_every=5"]
+    first = cli("-m", "ddpm.run", *args, f"hydra.run.dir={tmp_path}")
+    assert first.returncode == 0, first.stderr[-2000:]
+    ckpt = tmp_path / "checkpoints" / "step_00000020.ckpt"
+    again = cli("-m", "ddpm.run", *args, f"hydra.run.dir={tmp_path}", f"trainer.resume={ckpt}")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "at step 20" in again.stdout + again.stderr
+    steps = [e.step for e in events(tmp_path).Scalars("train/loss")]
+    assert steps == list(range(5, 41, 5))
 
 
 def test_resume_refuses_another_model(tmp_path):
