@@ -10,7 +10,8 @@ seed benchmark's peak RSS. `cpu_kernels.cc` computes each, with its backward, as
 MindSpore AOT custom op (`ops.py`). The cells in `layers.py` keep the built-in cells'
 parameters, names and initialisation, so checkpoints do not depend on the choice. The
 GroupNorm and depthwise kernels also take a per-sample affine or bias, so the U-Net's
-blocks fold their time conditioning in (`GroupNorm.modulated`, `DepthwiseConv2d.shifted`).
+blocks fold their time conditioning in (`GroupNorm.modulated`, `DepthwiseConv2d.shifted`),
+and the GroupNorm kernel can apply the SiLU that follows it in a ResNet block.
 Two more came later: dense convolutions on planes of 14x14 and larger (`Conv2d`: the
 forward pass and dx, and dw from 28x28), where MindSpore's ops ran at half the speed they
 reach on smaller planes, and the whole optimiser step (`adam_ema`: clipping, Adam, EMA),
