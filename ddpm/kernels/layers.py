@@ -55,7 +55,7 @@ class Conv2d(nn.Conv2d):
     KERNEL_DW_MIN_PIXELS on its weight gradient too (ConvFilterGrad); on smaller planes it
     is nn.Conv2d as is. In the train step MindSpore's convolutions ran at 35-120 GFLOP/s on
     the U-Net's 28x28 layers (18-56 channels) and 75-145 on its 14x14 ones; the kernels
-    reach about 150-180 (forward, dx) and 100-130 (dw, 28x28) there.
+    reach about 130-180 (forward, dx) and 90-130 (dw, 28x28) there.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel: int, has_bias: bool = True):
