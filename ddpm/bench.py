@@ -228,7 +228,9 @@ def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> tuple[float, str]:
 WORKERS = ("mindspore", "builtin", "torch", "peak")
 
 
-def worker_process(worker: str, case: str, args: argparse.Namespace, *flags: str) -> tuple:
+def worker_process(
+    worker: str, case: str, args: argparse.Namespace, *flags: str
+) -> tuple[list[str], dict[str, str]]:
     """The command line and environment of one worker process."""
     cmd = [sys.executable, "-m", "ddpm.bench", "--worker", worker, "--cases", case]
     cmd += ["--steps", str(args.steps), "--torch-threads", str(args.torch_threads)]

@@ -255,18 +255,18 @@ void group_norm_grad(const float *x, const float *gamma, const float *beta, cons
     const float mu = mean[bg], r = rstd[bg];
     const int b = bg / s.G, c0 = (bg % s.G) * cg;
     const float *gam = gamma + s.affine(b), *dyg = dy + bg * n;
-    std::vector<float> dz(SILU ? n : 0);
-    if (SILU) {
+    if (SILU) {  // dz goes into this group's dx, which the last loop overwrites element-wise
+      float *dz = dx + bg * n;
       for (int c = 0; c < cg; ++c) {
         const float a = r * gam[c0 + c], sh = beta[s.affine(b) + c0 + c] - mu * a;
         const size_t o = (size_t)c * s.HW;
         for (int k = 0; k < s.HW; k += 8) {
           const int m = std::min(8, s.HW - k);
           const v8 z = load_n(x + bg * n + o + k, m) * a + sh, sg = vsigmoid(z);
-          store_n(dz.data() + o + k, load_n(dyg + o + k, m) * sg * (1.f + z * (1.f - sg)), m);
+          store_n(dz + o + k, load_n(dyg + o + k, m) * sg * (1.f + z * (1.f - sg)), m);
         }
       }
-      dyg = dz.data();
+      dyg = dz;
     }
     double sum_g = 0.0, sum_gx = 0.0;
     for (int c = 0; c < cg; ++c) {
@@ -493,14 +493,22 @@ struct AlignedZeros {
   float *data() { return ptr; }
 };
 
+// `reach`: how far past a position's start one read runs (8 for a vector read at each
+// position u < U, a tile's columns for a read from a row's start), so the plane's slack
+// covers the largest tap offset plus that.
 struct TallGrid {
   int B, H, W, P, Wp;
   size_t plane, U;  // floats per channel plane (with slack for over-reads); positions, padded
-  TallGrid(int b, int h, int w, int k) : B(b), H(h), W(w), P(k / 2), Wp(w + 2 * (k / 2)) {
+  TallGrid(int b, int h, int w, int k, int reach = 8) : B(b), H(h), W(w), P(k / 2), Wp(w + 2 * (k / 2)) {
     U = ((size_t)B * (H + P) * Wp + 7) / 8 * 8;
-    plane = U + (size_t)(2 * P + 1) * Wp + 8;
+    plane = U + (size_t)(2 * P + 1) * Wp + reach;
   }
   size_t out_row(int b, int h) const { return (size_t)(b * (H + P) + h) * Wp; }
+  // Where tap k = (c, p, q) of a K x K kernel reads, relative to an output position.
+  size_t tap(int k) const {
+    const int K = 2 * P + 1;
+    return (size_t)(k / (K * K)) * plane + (k / K % K) * Wp + k % K;
+  }
 };
 
 // Copies src [B, C, H, W] row by row to dst + c * stride + out_row(b, h) + offset.
@@ -513,17 +521,23 @@ void to_grid(const float *src, float *dst, int C, size_t stride, size_t offset, 
                     g.W * sizeof(float));
 }
 
+// Copies src [B, C, H, W] into zeroed dst as one zero-padded plane per channel, the layout
+// that the taps (TallGrid::tap) read. Call it inside a parallel region (it is an omp for).
+void to_padded_grid(const float *src, float *dst, int C, const TallGrid &g) {
+  to_grid(src, dst, C, g.plane, (size_t)g.P * g.Wp + g.P, g);
+}
+
 void conv_filter_grad(const float *x, const float *dy, float *dw, int B, int Ci, int Co, int H, int W, int K) {
   constexpr int FI = 8, FJ = 3;   // register block: output channels x taps
   constexpr size_t CHUNK = 4096;  // positions per pass, so a block's rows stay in cache
   const TallGrid g(B, H, W, K);
   const int taps = Ci * K * K, co_pad = (Co + FI - 1) / FI * FI, kblocks = (taps + FJ - 1) / FJ;
   std::vector<size_t> off((size_t)kblocks * FJ, 0);  // where tap k's reads start
-  for (int k = 0; k < taps; ++k) off[k] = (k / (K * K)) * g.plane + (k / K % K) * g.Wp + k % K;
+  for (int k = 0; k < taps; ++k) off[k] = g.tap(k);
   AlignedZeros xt((size_t)Ci * g.plane), d((size_t)co_pad * g.U);
 #pragma omp parallel
   {
-    to_grid(x, xt.data(), Ci, g.plane, (size_t)g.P * g.Wp + g.P, g);
+    to_padded_grid(x, xt.data(), Ci, g);
     to_grid(dy, d.data(), Co, g.U, 0, g);  // omp for: all threads wait here
     // Each thread owns a range of taps, so no partial sums need merging.
     const int nt = omp_get_num_threads(), t = omp_get_thread_num();
@@ -599,19 +613,17 @@ struct DenseConv {
 template <int MR, int NV, int L>
 void correlate_dense_mr(const float *src, const float *w, float *dst, const DenseConv &v) {
   constexpr int NR = NV * L;
-  const TallGrid g(v.B, v.H, v.W, v.K);
   const int K = v.K, taps = v.S * K * K, blocks = (v.D + MR - 1) / MR, chunks = (v.W + NR - 1) / NR;
-  // The last tile reads up to chunks NR columns past its row start, plus the largest tap offset.
-  const size_t plane = g.out_row(v.B - 1, v.H - 1) + (size_t)chunks * NR + 2 * g.P * (g.Wp + 1) + 16;
-  AlignedZeros a((size_t)blocks * taps * MR), st((size_t)v.S * plane);  // A packed [block][k][MR]
+  const TallGrid g(v.B, v.H, v.W, K, chunks * NR);  // a row's tiles read chunks NR columns
+  AlignedZeros a((size_t)blocks * taps * MR), st((size_t)v.S * g.plane);  // A packed [block][k][MR]
   std::vector<size_t> off(taps);
-  for (int k = 0; k < taps; ++k) off[k] = (k / (K * K)) * plane + (k / K % K) * g.Wp + k % K;
+  for (int k = 0; k < taps; ++k) off[k] = g.tap(k);
 #pragma omp parallel
   {
 #pragma omp for schedule(static)
     for (int d = 0; d < v.D; ++d)
       for (int k = 0; k < taps; ++k) a.data()[((size_t)(d / MR) * taps + k) * MR + d % MR] = v.a_at(w, d, k);
-    to_grid(src, st.data(), v.S, plane, (size_t)g.P * g.Wp + g.P, g);  // omp for: all wait here
+    to_padded_grid(src, st.data(), v.S, g);  // omp for: all wait here
     alignas(64) float out[MR * NR];
 #pragma omp for schedule(static)
     for (int r = 0; r < v.B * v.H * chunks; ++r) {

@@ -26,14 +26,13 @@ class _Primitive(nn.Cell):
 
 class _Convolution(nn.Cell):
     """y = conv(x, w), stride 1, zero padding K//2, and dx by the kernels; dw by the kernel
-    (`kernel_dw`) or by MindSpore's own gradient of `conv2d` (graph optimisation drops the
-    forward and dx that GradOperation also builds)."""
+    from KERNEL_DW_MIN_PIXELS, else by MindSpore's own gradient of `conv2d` (graph
+    optimisation drops the forward and dx that GradOperation also builds)."""
 
-    def __init__(self, conv2d: ops.Conv2D, kernel_dw: bool) -> None:
+    def __init__(self, conv2d: ops.Conv2D) -> None:
         super().__init__()
         self.conv = primitives().conv
         self.input_grad = primitives().conv_input_grad
-        self.kernel_dw = kernel_dw
         self.filter_grad = primitives().conv_filter_grad
         self.conv2d = _Primitive(conv2d)
         self.grads = ops.GradOperation(get_all=True, sens_param=True)
@@ -42,9 +41,10 @@ class _Convolution(nn.Cell):
         return self.conv(x, w)
 
     def bprop(self, x, w, out, dout):
-        if self.kernel_dw:
-            return self.input_grad(dout, w), self.filter_grad(x, dout, w)
-        return self.input_grad(dout, w), self.grads(self.conv2d)(x, w, dout)[1]
+        dx = self.input_grad(dout, w)
+        if x.shape[2] * x.shape[3] >= KERNEL_DW_MIN_PIXELS:  # a constant of the graph
+            return dx, self.filter_grad(x, dout, w)
+        return dx, self.grads(self.conv2d)(x, w, dout)[1]
 
 
 class Conv2d(nn.Conv2d):
@@ -64,18 +64,13 @@ class Conv2d(nn.Conv2d):
             in_channels, out_channels, kernel, pad_mode="pad", padding=pad, has_bias=has_bias
         )
         self.fused = kernel % 2 == 1 and kernel > 1 and active()
-        self.convolve = _Convolution(self.conv2d, kernel_dw=True) if self.fused else None
-        self.convolve_small = _Convolution(self.conv2d, kernel_dw=False) if self.fused else None
+        self.convolve = _Convolution(self.conv2d) if self.fused else None
 
     def construct(self, x: Tensor) -> Tensor:
         # x.shape is a constant of the compiled graph, so this picks one path at compile time.
-        pixels = x.shape[2] * x.shape[3]
-        if not self.fused or pixels < KERNEL_MIN_PIXELS:
+        if not self.fused or x.shape[2] * x.shape[3] < KERNEL_MIN_PIXELS:
             return super().construct(x)
-        if pixels < KERNEL_DW_MIN_PIXELS:
-            y = self.convolve_small(x, self.weight)
-        else:
-            y = self.convolve(x, self.weight)
+        y = self.convolve(x, self.weight)
         return self.bias_add(y, self.bias) if self.has_bias else y
 
 
@@ -117,19 +112,16 @@ class GroupNorm(nn.GroupNorm):
     def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, silu: bool = False):
         super().__init__(num_groups, num_channels, eps=eps)
         self.fused = active()
-        self.silu = silu
-        self.act = nn.SiLU() if silu else None
-        if self.fused:
-            self.group_norm = primitives().group_norm_silu if silu else primitives().group_norm
-        else:
-            self.group_norm = None
+        self.act = nn.SiLU() if silu else nn.Identity()  # the built-in path's activation
+        kernel = "group_norm_silu" if silu else "group_norm"
+        self.group_norm = getattr(primitives(), kernel) if self.fused else None
         # The kernel reads G from this tensor's length and eps from its values.
         self.spec = Tensor(np.full(num_groups, eps, np.float32))
 
     def construct(self, x: Tensor) -> Tensor:
         if self.fused:
             return self.group_norm(x, self.gamma, self.beta, self.spec)[0]
-        return self._activated(super().construct(x))
+        return self.act(super().construct(x))
 
     def modulated(self, x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
         """GroupNorm(x) (1 + scale) + shift, scale and shift [B, C] (FiLM, Perez et al. 2018).
@@ -142,10 +134,7 @@ class GroupNorm(nn.GroupNorm):
             gamma, beta = self.gamma * gain, self.beta * gain + shift  # [B, C]
             return self.group_norm(x, gamma, beta, self.spec)[0]
         y = super().construct(x) * (scale + 1.0)[:, :, None, None] + shift[:, :, None, None]
-        return self._activated(y)
-
-    def _activated(self, y: Tensor) -> Tensor:
-        return self.act(y) if self.silu else y
+        return self.act(y)
 
 
 class Softmax(nn.Cell):

@@ -105,7 +105,7 @@ def primitives() -> SimpleNamespace:
     gelu_grad = aot("GeluGrad", _same, _same)
 
     # Dense convolution, stride 1, zero padding K//2: y = x * w and dx = dy * w', w' the
-    # flipped, transposed kernel; their bprop lives in kernels.Conv2d, which picks dw's op.
+    # flipped, transposed kernel; their bprop is layers._Convolution's, which picks dw's op.
     conv_filter_grad = aot("ConvFilterGrad", lambda x, dy, w: w, lambda x, dy, w: w)
     conv_input_grad = aot("ConvInputGrad", lambda dy, w: [dy[0], w[1], *dy[2:]], lambda dy, w: dy)
 

@@ -16,7 +16,7 @@ def conv(
 ):
     """Conv2d with k//2 padding and a bias (MindSpore defaults to pad_mode='same', no bias)."""
     if stride == 1 and groups == 1:
-        return kernels.Conv2d(c_in, c_out, kernel, has_bias=bias)  # nn.Conv2d, faster backward
+        return kernels.Conv2d(c_in, c_out, kernel, has_bias=bias)  # kernels on large planes
     return nn.Conv2d(
         c_in,
         c_out,
