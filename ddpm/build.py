@@ -19,18 +19,19 @@ from ddpm.data import ImageData, load_images
 from ddpm.data.pipeline import steps_per_epoch
 from ddpm.diffusion import GaussianDiffusion
 from ddpm.distributed import World
-from ddpm.evaluate.bpd import NegativeElbo
-from ddpm.evaluate.classifier import load as load_feature_space
-from ddpm.evaluate.classifier import to_model_space
-from ddpm.evaluate.evaluator import Evaluator
 from ddpm.losses import LOSSES, loss_weights
 from ddpm.nn import ATTENTIONS, BLOCKS
 from ddpm.nn.unet import UNet, attention_factory
+from ddpm.quality.bpd import NegativeElbo
+from ddpm.quality.evaluator import Evaluator
+from ddpm.quality.feature_net import load as load_feature_space
+from ddpm.quality.feature_net import to_model_space
 from ddpm.registry import ConfigError, Registry
-from ddpm.sampling import SamplerPlan, make_plan
+from ddpm.reverse_step import ReverseStep
+from ddpm.samplers import SamplerPlan, make_plan
 from ddpm.schedule_lr import cosine_lr
 from ddpm.schedules import make_betas
-from ddpm.train_step import DenoisingLoss, ReverseStep, TrainStep
+from ddpm.train_step import DenoisingLoss, TrainStep
 from ddpm.trainer import RunParts, Trainer, TrainerConfig
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"

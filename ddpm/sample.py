@@ -23,9 +23,9 @@ from omegaconf import DictConfig, OmegaConf
 from ddpm import checkpoint
 from ddpm.build import CONF_DIR, build_denoiser, build_plan, configure_runtime, section
 from ddpm.diffusion import GaussianDiffusion
-from ddpm.generate import p_sample_loop
 from ddpm.images import make_grid, save_gif, save_png, to_uint8
-from ddpm.train_step import ReverseStep, load_ema
+from ddpm.reverse_step import ReverseStep, p_sample_loop
+from ddpm.train_step import load_ema
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -1,4 +1,4 @@
-"""The compiled training and sampling steps: the only code that runs inside MindSpore graphs."""
+"""The compiled training step: loss, gradients, clipping, Adam and the EMA in one graph."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 
 from ddpm import kernels
-from ddpm.diffusion import GaussianDiffusion, predict_x0, q_sample, training_target
+from ddpm.diffusion import GaussianDiffusion, q_sample, training_target
 from ddpm.distributed import data_parallel
 from ddpm.losses import LOSSES
 
@@ -178,18 +178,3 @@ class TrainStep(nn.Cell):
     def _update(self, grads, ema_decay):
         self.optimizer(grads)
         self.hyper_map(ops.partial(_ema_update, ema_decay), self.ema, self.weights)
-
-
-class ReverseStep(nn.Cell):
-    """x_prev = a * clip(x0_hat) + b * x_t + sigma * z  (see ddpm.sampling for a, b, sigma)."""
-
-    def __init__(self, network: nn.Cell, objective: str, clip_denoised: bool = True) -> None:
-        super().__init__()
-        self.network, self.objective, self.clip = network, objective, clip_denoised
-
-    def construct(self, x_t: Tensor, t: Tensor, coefs: Tensor, noise: Tensor):
-        sqrt_ab, sqrt_1m_ab, a, b, sigma = coefs[0], coefs[1], coefs[2], coefs[3], coefs[4]
-        x0 = predict_x0(self.objective, self.network(x_t, t), x_t, sqrt_ab, sqrt_1m_ab)
-        if self.clip:
-            x0 = ops.clamp(x0, -1.0, 1.0)
-        return a * x0 + b * x_t + sigma * noise, x0

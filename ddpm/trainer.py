@@ -20,14 +20,14 @@ from ddpm import checkpoint
 from ddpm.data import ImageData, batch_stream
 from ddpm.diffusion import GaussianDiffusion, q_sample
 from ddpm.distributed import World
-from ddpm.evaluate.bpd import NegativeElbo
-from ddpm.evaluate.evaluator import Evaluator, draw
-from ddpm.generate import p_sample_loop
 from ddpm.images import make_grid, save_png, to_uint8
 from ddpm.logger import NullLogger, TensorBoardLogger
-from ddpm.sampling import SamplerPlan
+from ddpm.quality.bpd import NegativeElbo
+from ddpm.quality.evaluator import Evaluator, draw
+from ddpm.reverse_step import ReverseStep, p_sample_loop
+from ddpm.samplers import SamplerPlan
 from ddpm.schedule_lr import ema_decay
-from ddpm.train_step import ReverseStep, TrainStep, load_ema
+from ddpm.train_step import TrainStep, load_ema
 
 log = logging.getLogger("ddpm")
 

@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch", reason="the PyTorch twin needs `pip install
 @pytest.mark.parametrize("block", BLOCKS.names())
 @pytest.mark.parametrize("attention", ATTENTIONS.names())
 def test_twin_has_the_same_parameters(block, attention):
-    from ddpm.torch_twin import UNet
+    from ddpm.bench.torch_twin import UNet
 
     cfg = compose_config(f"block={block}", f"attention={attention}", "attention.levels=[1]")
     sections = [section(cfg, g) for g in ("model", "block", "attention")]

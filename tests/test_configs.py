@@ -22,7 +22,7 @@ from ddpm.diffusion import OBJECTIVES
 from ddpm.losses import LOSSES
 from ddpm.nn import ATTENTIONS, BLOCKS
 from ddpm.registry import ConfigError, Registry
-from ddpm.sampling import SAMPLERS
+from ddpm.samplers import SAMPLERS
 from ddpm.schedules import SCHEDULES
 from tests.conftest import CONF_DIR, compose_config
 

@@ -10,8 +10,8 @@ import pytest
 
 from ddpm.data import load_images
 from ddpm.data.sources import load_labels
-from ddpm.evaluate import classifier
-from ddpm.evaluate.metrics import (
+from ddpm.quality import feature_net
+from ddpm.quality.scores import (
     class_histogram,
     feature_stats,
     frechet_distance,
@@ -60,7 +60,7 @@ def feature_cache(tmp_path_factory):
         [
             sys.executable,
             "-m",
-            "ddpm.evaluate.fit_features",
+            "ddpm.fit_features",
             "dataset=fashion_mnist",
             "--epochs",
             "2",
@@ -81,16 +81,16 @@ def test_feature_network_separates_data_from_noise(feature_cache, monkeypatch):
     monkeypatch.setenv("DDPM_CACHE", str(feature_cache))
     meta = json.loads((feature_cache / "features" / "fashion_mnist" / "meta.json").read_text())
     assert meta["accuracy"] > 0.78  # 2 epochs on 20% of the data; the full fit reports ~0.9
-    space = classifier.load("fashion_mnist", 1, 28)
-    test = classifier.to_model_space(load_images("fashion_mnist", split="test"))
+    space = feature_net.load("fashion_mnist", 1, 28)
+    test = feature_net.to_model_space(load_images("fashion_mnist", split="test"))
     labels = load_labels("fashion_mnist", split="test")
-    feats, probs = classifier.predict(space.net, test[:4000])
+    feats, probs = feature_net.predict(space.net, test[:4000])
     assert (probs.argmax(1) == labels[:4000]).mean() == pytest.approx(meta["accuracy"], abs=0.03)
     half_a, half_b = feats[:2000], feats[2000:]
     fd_halves = frechet_distance(*feature_stats(half_a), *feature_stats(half_b))
     noise = np.random.default_rng(0).uniform(-1, 1, (2000, 1, 28, 28)).astype(np.float32)
     fd_noise = frechet_distance(
-        *feature_stats(classifier.predict(space.net, noise)[0]), space.mu, space.sigma
+        *feature_stats(feature_net.predict(space.net, noise)[0]), space.mu, space.sigma
     )
     assert fd_noise > 20 * fd_halves
     _, recall = precision_recall(half_a, half_b)
@@ -169,7 +169,7 @@ def test_full_feature_network_reaches_90_percent(tmp_path):
     """The default fit (5 epochs on all 60,000 images) meets the 90% floor; ~3 min here."""
     env = {**os.environ, "DDPM_CACHE": str(tmp_path)}
     proc = subprocess.run(
-        [sys.executable, "-m", "ddpm.evaluate.fit_features", "dataset=fashion_mnist"],
+        [sys.executable, "-m", "ddpm.fit_features", "dataset=fashion_mnist"],
         env=env,
         capture_output=True,
         text=True,

@@ -86,7 +86,7 @@ def test_sweep_metric_is_checked_before_training():
 def test_optuna_search_minimises_fd(tmp_path):
     """Three trials of the shipped search on the tiny model; ~2 min here."""
     env = {**os.environ, "DDPM_CACHE": str(tmp_path / "cache")}
-    fit = ["-m", "ddpm.evaluate.fit_features", "dataset=fashion_mnist", "--epochs", "1"]
+    fit = ["-m", "ddpm.fit_features", "dataset=fashion_mnist", "--epochs", "1"]
     proc = cli(*fit, "--limit", "6000", env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     sweep = tmp_path / "search"

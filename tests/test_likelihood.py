@@ -7,7 +7,6 @@ import pytest
 from mindspore import nn, ops
 
 from ddpm.diffusion import GaussianDiffusion
-from ddpm.evaluate.bpd import NegativeElbo
 from ddpm.likelihood import (
     discretized_gaussian_log_likelihood,
     model_log_variance,
@@ -16,9 +15,10 @@ from ddpm.likelihood import (
     sum_over_timesteps,
     timestep_subset,
 )
+from ddpm.quality.bpd import NegativeElbo
 from ddpm.registry import ConfigError
+from ddpm.reverse_step import ReverseStep
 from ddpm.schedules import make_betas
-from ddpm.train_step import ReverseStep
 
 GRID = np.arange(256) / 127.5 - 1.0  # the 8-bit values in [-1, 1]
 

@@ -5,11 +5,10 @@ import pytest
 from mindspore import nn, ops
 
 from ddpm.diffusion import GaussianDiffusion
-from ddpm.generate import p_sample_loop
 from ddpm.registry import ConfigError
-from ddpm.sampling import ddim_timesteps, make_plan
+from ddpm.reverse_step import ReverseStep, p_sample_loop
+from ddpm.samplers import ddim_timesteps, make_plan
 from ddpm.schedules import make_betas
-from ddpm.train_step import ReverseStep
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
-"""Fit a dataset's feature network once: `python -m ddpm.evaluate.fit_features dataset=<name>`.
+"""Fit a dataset's feature network once: `python -m ddpm.fit_features dataset=<name>`.
 
 Trains a small MindSpore classifier on the training split, reports its test accuracy,
-and caches its weights and the test set's feature statistics (see ddpm.evaluate.classifier).
+and caches its weights and the test set's feature statistics (see ddpm.quality.feature_net).
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from hydra import compose, initialize_config_dir
 from ddpm.build import CONF_DIR
 from ddpm.data.formats import DatasetError
 from ddpm.data.sources import load_images, load_labels
-from ddpm.evaluate import classifier
-from ddpm.evaluate.metrics import feature_stats
+from ddpm.quality import feature_net
+from ddpm.quality.scores import feature_stats
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ddpm.evaluate.fit_features", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m ddpm.fit_features", description=__doc__)
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. dataset=fashion_mnist")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     ms.set_seed(args.seed)
     try:
         load = lambda split: (  # noqa: E731
-            classifier.to_model_space(
+            feature_net.to_model_space(
                 load_images(
                     ds.name,
                     split=split,
@@ -53,15 +53,15 @@ def main(argv: list[str] | None = None) -> int:
     except DatasetError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    net = classifier.FeatureNet(ds.channels, ds.image_size, int(y_train.max()) + 1)
+    net = feature_net.FeatureNet(ds.channels, ds.image_size, int(y_train.max()) + 1)
     start = time.perf_counter()
-    classifier.fit(net, x_train, y_train, args.epochs, args.seed)
-    features, probs = classifier.predict(net, x_test)
+    feature_net.fit(net, x_train, y_train, args.epochs, args.seed)
+    features, probs = feature_net.predict(net, x_test)
     accuracy = float((probs.argmax(1) == y_test).mean())
     mu, sigma = feature_stats(features)
-    folder = classifier.feature_dir(ds.name)
-    classifier.save(
-        classifier.FeatureSpace(net, features, mu, sigma, accuracy),
+    folder = feature_net.feature_dir(ds.name)
+    feature_net.save(
+        feature_net.FeatureSpace(net, features, mu, sigma, accuracy),
         folder,
         {
             "dataset": ds.name,

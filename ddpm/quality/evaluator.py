@@ -6,17 +6,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ddpm.evaluate.classifier import FeatureSpace, predict
-from ddpm.evaluate.metrics import (
+from ddpm.quality.feature_net import FeatureSpace, predict
+from ddpm.quality.scores import (
     class_histogram,
     feature_stats,
     frechet_distance,
     inception_score,
     precision_recall,
 )
-from ddpm.generate import p_sample_loop
-from ddpm.sampling import SamplerPlan
-from ddpm.train_step import ReverseStep
+from ddpm.reverse_step import ReverseStep, p_sample_loop
+from ddpm.samplers import SamplerPlan
 
 
 @dataclass

@@ -84,9 +84,9 @@ def mindspore_worker(
 
     from ddpm import kernels
     from ddpm.build import build_diffusion, build_network, build_optimizer
-    from ddpm.generate import p_sample_loop
-    from ddpm.sampling import make_plan
-    from ddpm.train_step import DenoisingLoss, ReverseStep, TrainStep
+    from ddpm.reverse_step import ReverseStep, p_sample_loop
+    from ddpm.samplers import make_plan
+    from ddpm.train_step import DenoisingLoss, TrainStep
 
     ms.set_device("CPU")
     ms.set_context(mode=ms.GRAPH_MODE)
@@ -164,9 +164,9 @@ def torch_worker(
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
+    from ddpm.bench.torch_twin import TrainStep, UNet
     from ddpm.diffusion import GaussianDiffusion
     from ddpm.schedules import make_betas
-    from ddpm.torch_twin import TrainStep, UNet
 
     torch.manual_seed(0)
     torch.set_num_threads(threads)

@@ -20,7 +20,7 @@ from ddpm.likelihood import (
     timestep_subset,
     vb_term_bpd,
 )
-from ddpm.train_step import ReverseStep
+from ddpm.reverse_step import ReverseStep
 
 
 @dataclass

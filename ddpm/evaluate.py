@@ -20,10 +20,10 @@ import ddpm  # noqa: F401  (sets oneDNN and OpenMP variables before MindSpore lo
 from ddpm.build import build_likelihood, build_plan, section
 from ddpm.checkpoint import CheckpointError
 from ddpm.data.formats import DatasetError
-from ddpm.evaluate import classifier
-from ddpm.evaluate.evaluator import Evaluator, draw
+from ddpm.quality import feature_net
+from ddpm.quality.evaluator import Evaluator, draw
+from ddpm.reverse_step import ReverseStep
 from ddpm.sample import load_run
-from ddpm.train_step import ReverseStep
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run = load_run(args.run_dir)
         ds = run.cfg.dataset
-        space = classifier.load(ds.name, ds.channels, ds.image_size) if args.n else None
+        space = feature_net.load(ds.name, ds.channels, ds.image_size) if args.n else None
         trainer = {"bpd_n": args.bpd_n, "bpd_timesteps": args.bpd_timesteps or None}
         variance = run.cfg.sampler.get("variance", "large")
         likelihood = build_likelihood(trainer, section(run.cfg, "dataset"), run.diffusion, variance)

@@ -1,6 +1,6 @@
 """A small MindSpore classifier whose penultimate layer is the feature space for FD.
 
-Fitted once per dataset by `python -m ddpm.evaluate.fit_features dataset=<name>` and
+Fitted once per dataset by `python -m ddpm.fit_features dataset=<name>` and
 cached under $DDPM_CACHE/features/<name>/ (default ~/.cache/ddpm/features/<name>/):
 classifier.ckpt, stats.npz (test-set feature mean, covariance, features) and meta.json.
 """
@@ -120,7 +120,7 @@ def load(dataset: str, channels: int, image_size: int) -> FeatureSpace:
     if not (folder / "meta.json").is_file():
         raise DatasetError(
             f"no feature network for {dataset!r} in {folder}; fit it once with "
-            f"`python -m ddpm.evaluate.fit_features dataset={dataset}`"
+            f"`python -m ddpm.fit_features dataset={dataset}`"
         )
     net = FeatureNet(channels, image_size)
     ms.load_param_into_net(net, ms.load_checkpoint(str(folder / "classifier.ckpt")))
