@@ -1,201 +1,208 @@
-"""Config -> objects. The only library module that knows OmegaConf.
+"""Config -> objects.
 
-Each builder receives its own config section (as a plain dict) plus values passed to it
-explicitly, never the whole config.
+Every config group is a registry (ddpm.registry) whose options declare their own keys.
+`resolve` checks the whole composed config against them, before data loads or a graph
+compiles, and the builders below each take the resolved options they need, never the
+whole config.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn
 from omegaconf import DictConfig, OmegaConf
 
-from ddpm import kernels
-from ddpm.data import ImageData, load_images
+from ddpm.data import DATASETS, ImageData, load_images
 from ddpm.data.pipeline import steps_per_epoch
 from ddpm.diffusion import GaussianDiffusion
 from ddpm.distributed import World
 from ddpm.losses import LOSSES, loss_weights
+from ddpm.metrics import METRICS
 from ddpm.nn import ATTENTIONS, BLOCKS
-from ddpm.nn.unet import UNet, attention_factory
+from ddpm.nn.attention import placement
+from ddpm.nn.unet import MODELS, UNet
+from ddpm.objectives import OBJECTIVES
 from ddpm.quality.bpd import NegativeElbo
 from ddpm.quality.evaluator import Evaluator
 from ddpm.quality.feature_net import load as load_feature_space
 from ddpm.quality.feature_net import to_model_space
-from ddpm.registry import ConfigError, Registry
+from ddpm.registry import ConfigError, Option, Registry
 from ddpm.reverse_step import ReverseStep
-from ddpm.samplers import SamplerPlan, make_plan
+from ddpm.runtime import RuntimeKeys, runtime_keys
+from ddpm.samplers import SAMPLERS, make_plan
 from ddpm.schedule_lr import cosine_lr
-from ddpm.schedules import make_betas
+from ddpm.schedules import SCHEDULES, make_betas
+from ddpm.schema import NonNegativeInt, OneOf, check_section, keys_of
 from ddpm.train_step import DenoisingLoss, TrainStep
-from ddpm.trainer import RunParts, Trainer, TrainerConfig
+from ddpm.trainer import TRAINERS, RunParts, Trainer, TrainerConfig
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-MODELS = Registry("model")
-MODELS.register("unet")(UNet)
-TRAINERS = Registry("trainer")
-TRAINERS.register("default")(Trainer)
+# One registry per config group: the group's folder under conf/ holds one YAML per option.
+GROUPS: dict[str, Registry] = {
+    "schedule": SCHEDULES,
+    "objective": OBJECTIVES,
+    "block": BLOCKS,
+    "attention": ATTENTIONS,
+    "loss": LOSSES,
+    "sampler": SAMPLERS,
+    "dataset": DATASETS,
+    "model": MODELS,
+    "trainer": TRAINERS,
+}
 MODEL_GROUPS = ("schedule", "objective", "block", "attention", "model")
 
 
+@dataclass(frozen=True)
+class TopLevelKeys:
+    seed: NonNegativeInt  # weights, data order, timesteps and noise all follow it
+    sweep_metric: Annotated[str, OneOf(tuple(METRICS))]  # what a run returns to a sweeper
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A checked config: one resolved option per group, plus the runtime and top-level keys."""
+
+    options: dict[str, Option]
+    trainer: TrainerConfig
+    runtime: RuntimeKeys
+    top: TopLevelKeys
+
+    def __getitem__(self, group: str) -> Option:
+        return self.options[group]
+
+
 def section(cfg: DictConfig, group: str) -> dict[str, Any]:
+    if group not in cfg:
+        raise ConfigError(f"the config has no {group!r} section")
     return OmegaConf.to_container(cfg[group], resolve=True)  # type: ignore[return-value]
 
 
-def configure_runtime(runtime: dict[str, Any], mode: str | None = None) -> None:
-    """Apply the runtime section: device, execution mode (or `mode`), fused CPU kernels."""
-    ms.set_device(runtime["device"])
-    graph = (mode or runtime["mode"]) == "graph"
-    ms.set_context(mode=ms.GRAPH_MODE if graph else ms.PYNATIVE_MODE)
-    kernels.use(runtime.get("cpu_kernels", True))  # runs saved before the key: the default
-
-
-def _call(group: str, fn, *args, **kwargs):
-    """Call a builder; a bad keyword becomes a ConfigError that names the group."""
-    try:
-        return fn(*args, **kwargs)
-    except TypeError as err:
-        raise ConfigError(f"bad option in config group '{group}': {err}") from err
-
-
-def build_diffusion(schedule: dict[str, Any], objective: dict[str, Any]) -> GaussianDiffusion:
-    params = {k: v for k, v in schedule.items() if k != "name"}
-    betas = _call("schedule", make_betas, schedule["name"], **params)
-    return GaussianDiffusion(betas, objective=objective["name"])
-
-
-def build_network(
-    model: dict[str, Any],
-    block: dict[str, Any],
-    attention: dict[str, Any],
-    channels: int,
-    image_size: int,
-) -> UNet:
-    """The U-Net for `channels` x image_size^2 inputs, from the block and attention registries."""
-    dim, mults = int(model["dim"]), tuple(int(m) for m in model["dim_mults"])
-    if dim <= 0 or not mults or min(mults) <= 0:
-        raise ConfigError(f"model.dim and model.dim_mults must be positive, got {dim}, {mults}")
-    factor = 2 ** (len(mults) - 1)
-    if image_size % factor:
+def resolve(cfg: DictConfig) -> RunConfig:
+    """Check every key of a composed (or saved) run config; ConfigError names the first
+    that is off. Runs before any data loads or graph compiles."""
+    known = {*GROUPS, "runtime", *keys_of(TopLevelKeys)}
+    for key in cfg:
+        if key not in known:
+            raise ConfigError(f"{key}: not a config key; the config takes: {', '.join(known)}")
+    options = {group: registry.resolve(section(cfg, group)) for group, registry in GROUPS.items()}
+    top_values = {k: cfg[k] for k in keys_of(TopLevelKeys) if k in cfg}
+    top = TopLevelKeys(**check_section(top_values, keys_of(TopLevelKeys), "", "the config"))
+    trainer = TrainerConfig(**options["trainer"].params)
+    needs = METRICS[top.sweep_metric].needs
+    if needs and not getattr(trainer, needs):
         raise ConfigError(
-            f"dataset.image_size={image_size} is not divisible by {factor}, the "
-            f"U-Net's downsampling for {len(mults)} levels (model.dim_mults={list(mults)})"
+            f"sweep_metric={top.sweep_metric} is only computed with trainer.{needs} > 0"
         )
-    make_block_cls = BLOCKS.get(block["name"])
-    block_params = {k: v for k, v in block.items() if k != "name"}
-    widths = {model.get("init_dim") or dim, *(dim * m for m in mults)}
-    groups = block_params.get("groups", 1)
-    if any(w % groups for w in widths):
+    return RunConfig(options, trainer, runtime_keys(section(cfg, "runtime")), top)
+
+
+def default_section(group: str, name: str, **overrides: Any) -> dict[str, Any]:
+    """An option's section as its YAML file sets it, with `overrides` applied."""
+    path = CONF_DIR / group / f"{name}.yaml"
+    if not path.is_file():
+        GROUPS[group].get(name)  # an unknown name lists the valid ones
+        raise ConfigError(f"no config file {path} for {group} {name!r}")
+    return {**OmegaConf.to_container(OmegaConf.load(path)), **overrides}  # type: ignore[arg-type]
+
+
+def build_diffusion(run: RunConfig) -> GaussianDiffusion:
+    return GaussianDiffusion(make_betas(run["schedule"]), objective=run["objective"]())
+
+
+def image_shape(run: RunConfig) -> tuple[int, int]:
+    """(channels, image_size) of the run's dataset."""
+    keys = run["dataset"].shared
+    return keys.channels, keys.image_size
+
+
+def build_network(run: RunConfig) -> UNet:
+    """The U-Net for the dataset's images, from the model, block and attention options."""
+    model, attention = run["model"], run["attention"]
+    channels, image_size = image_shape(run)
+    mults = model.params["dim_mults"]
+    levels = len(mults)
+    if image_size % 2 ** (levels - 1):
         raise ConfigError(
-            f"block.groups={groups} must divide every U-Net width {sorted(widths)}; "
-            "change block.groups or model.dim"
+            f"dataset.image_size={image_size} is not divisible by {2 ** (levels - 1)}, the "
+            f"U-Net's downsampling for {levels} levels (model.dim_mults={mults})"
         )
-    ATTENTIONS.get(attention["name"]), ATTENTIONS.get(attention["mid"])
-    heads, dim_head = int(attention["heads"]), int(attention["dim_head"])
-    levels = attention.get("levels")
-    if levels is not None and not set(levels) <= set(range(len(mults))):
-        raise ConfigError(f"attention.levels={levels} must be U-Net levels 0..{len(mults) - 1}")
-    return _call(
-        "model",
-        MODELS.get(model["name"]),
-        channels=channels,
-        dim=dim,
-        dim_mults=mults,
-        init_dim=model.get("init_dim"),
-        make_block=lambda i, o, t: _call("block", make_block_cls, i, o, t, **block_params),
-        make_attention=attention_factory(attention["name"], heads, dim_head, levels),
-        make_mid_attention=attention_factory(attention["mid"], heads, dim_head),
-    )
+    chosen = attention.shared.levels
+    if chosen is not None and not set(chosen) <= set(range(levels)):
+        raise ConfigError(f"attention.levels={chosen} must be U-Net levels 0..{levels - 1}")
+    make_attention, make_mid_attention = placement(attention)
+    return model(channels, run["block"], make_attention, make_mid_attention)
 
 
 def build_denoiser(cfg: DictConfig) -> tuple[GaussianDiffusion, UNet]:
     """The diffusion and a freshly initialised network of a composed or saved run config."""
-    diffusion = build_diffusion(section(cfg, "schedule"), section(cfg, "objective"))
-    network = build_network(
-        section(cfg, "model"),
-        section(cfg, "block"),
-        section(cfg, "attention"),
-        cfg.dataset.channels,
-        cfg.dataset.image_size,
-    )
-    return diffusion, network
+    run = resolve(cfg)
+    return build_diffusion(run), build_network(run)
 
 
-def build_loss_weights(loss: dict[str, Any], diffusion: GaussianDiffusion) -> np.ndarray:
-    LOSSES.get(loss["name"])
-    return loss_weights(
-        diffusion.snr,
-        diffusion.objective,
-        loss["p2_gamma"],
-        loss["p2_k"],
-        loss.get("min_snr_gamma"),
-    )
+def build_loss(run: RunConfig, network: nn.Cell, diffusion: GaussianDiffusion) -> DenoisingLoss:
+    weights = loss_weights(diffusion.snr, diffusion.objective, run["loss"].shared)
+    return DenoisingLoss(network, diffusion, run["loss"](), weights)
 
 
-def build_data(dataset: dict[str, Any], split: str = "train") -> ImageData:
+def build_data(dataset: Option, split: str = "train") -> ImageData:
+    keys = dataset.shared
     images = load_images(
-        dataset["name"],
-        split=split,
-        root=dataset.get("root"),
-        download=dataset.get("download", True),
-        image_size=dataset["image_size"],
-        channels=dataset["channels"],
-    )
+        dataset.name, split=split, image_size=keys.image_size, channels=keys.channels,
+        **dataset.params,
+    )  # fmt: skip
     got = (images.shape[3], images.shape[1])
-    if got != (dataset["channels"], dataset["image_size"]):
+    if got != (keys.channels, keys.image_size):
         raise ConfigError(
-            f"dataset {dataset['name']!r} has {got[0]} channel(s) of size {got[1]}, "
-            f"but dataset.channels={dataset['channels']}, image_size={dataset['image_size']}"
+            f"dataset {dataset.name!r} has {got[0]} channel(s) of size {got[1]}, "
+            f"but dataset.channels={keys.channels}, image_size={keys.image_size}"
         )
-    return ImageData(images, random_flip=dataset.get("random_flip", True))
+    return ImageData(images, random_flip=keys.random_flip)
 
 
-def build_evaluator(trainer: dict[str, Any], dataset: dict[str, Any]) -> Evaluator | None:
-    """The sample-quality evaluator when trainer.eval_n > 0 (needs a fitted feature network)."""
-    if not trainer.get("eval_n"):
+def build_evaluator(eval_n: int, dataset: Option) -> Evaluator | None:
+    """The sample-quality evaluator when eval_n > 0 (needs a fitted feature network)."""
+    if not eval_n:
         return None
-    return Evaluator(
-        load_feature_space(dataset["name"], dataset["channels"], dataset["image_size"])
-    )
+    keys = dataset.shared
+    return Evaluator(load_feature_space(dataset.name, keys.channels, keys.image_size))
+
+
+def likelihood_variance(sampler: Option) -> str:
+    """The reverse variance the bound assumes: the DDPM sampler's, else beta_t ("large")."""
+    return sampler.params.get("variance", "large")
 
 
 def build_likelihood(
-    trainer: dict[str, Any],
-    dataset: dict[str, Any],
+    bpd_n: int,
+    bpd_timesteps: int | None,
+    dataset: Option,
     diffusion: GaussianDiffusion,
-    variance: str = "large",
+    variance: str,
 ) -> NegativeElbo | None:
-    """The test-set bits/dim bound on the first trainer.bpd_n test images, when > 0."""
-    if not trainer.get("bpd_n"):
+    """The test-set bits/dim bound on the first bpd_n test images, when > 0."""
+    if not bpd_n:
         return None
-    test = build_data(dataset, split="test").images[: int(trainer["bpd_n"])]
-    timesteps = trainer.get("bpd_timesteps", 50)
-    return NegativeElbo(to_model_space(test), diffusion, timesteps, variance)
+    test = build_data(dataset, split="test").images[:bpd_n]
+    return NegativeElbo(to_model_space(test), diffusion, bpd_timesteps, variance)
 
 
-def build_plan(sampler: dict[str, Any], diffusion: GaussianDiffusion) -> SamplerPlan:
-    params = {k: v for k, v in sampler.items() if k not in ("name", "clip_denoised")}
-    return _call("sampler", make_plan, diffusion, sampler["name"], **params)
-
-
-def total_steps(trainer: dict[str, Any], num_images: int) -> int:
+def total_steps(trainer: TrainerConfig, num_images: int) -> int:
     """trainer.steps, or trainer.epochs converted with the dataset size and batch size."""
-    if trainer.get("epochs"):
-        return int(trainer["epochs"]) * steps_per_epoch(num_images, trainer["batch_size"])
-    if int(trainer["steps"]) <= 0:
-        raise ConfigError(f"trainer.steps must be > 0, got {trainer['steps']}")
-    return int(trainer["steps"])
+    if trainer.epochs:
+        return trainer.epochs * steps_per_epoch(num_images, trainer.batch_size)
+    return trainer.steps
 
 
 def build_optimizer(
-    trainer: dict[str, Any], network: nn.Cell, steps: int
+    trainer: TrainerConfig, network: nn.Cell, steps: int
 ) -> tuple[nn.Adam, np.ndarray]:
-    lrs = cosine_lr(steps, trainer["lr"], trainer["min_lr"], trainer["warmup_steps"])
-    beta1, beta2 = trainer["adam_betas"]
+    lrs = cosine_lr(steps, trainer.lr, trainer.min_lr, trainer.warmup_steps)
+    beta1, beta2 = trainer.adam_betas
     adam = nn.Adam(network.trainable_params(), learning_rate=Tensor(lrs), beta1=beta1, beta2=beta2)
     return adam, lrs
 
@@ -207,64 +214,56 @@ def model_fingerprint(cfg: DictConfig) -> dict[str, Any]:
     return keys
 
 
-def hparams(cfg: DictConfig, steps: int, diffusion: GaussianDiffusion) -> dict[str, Any]:
+def hparams(run: RunConfig, steps: int, diffusion: GaussianDiffusion) -> dict[str, Any]:
     """The run's row in TensorBoard's HParams table."""
-    choice = {
-        g: cfg[g].name
-        for g in ("schedule", "block", "attention", "loss", "objective", "sampler", "dataset")
-    }
+    model, trainer = run["model"].params, run.trainer
     return {
-        **choice,
-        "timesteps": cfg.schedule.timesteps,
-        "dim": cfg.model.dim,
-        "dim_mults": str(list(cfg.model.dim_mults)),
-        "batch_size": cfg.trainer.batch_size,
-        "lr": cfg.trainer.lr,
+        **{group: option.name for group, option in run.options.items() if group != "trainer"},
+        "timesteps": run["schedule"].shared.timesteps,
+        "dim": model["dim"],
+        "dim_mults": str(model["dim_mults"]),
+        "batch_size": trainer.batch_size,
+        "lr": trainer.lr,
         "steps": steps,
-        "p2_gamma": cfg.loss.p2_gamma,
-        "ema_decay": cfg.trainer.ema_decay,
-        "seed": cfg.seed,
+        "p2_gamma": run["loss"].shared.p2_gamma,
+        "ema_decay": trainer.ema_decay,
+        "seed": run.top.seed,
         "alpha_bar_T": diffusion.terminal_alpha_bar(),
     }
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, world: World | None = None) -> Trainer:
-    """Compose every part of a training run from the config (for this worker of `world`)."""
-    diffusion = build_diffusion(section(cfg, "schedule"), section(cfg, "objective"))
-    dataset, trainer = section(cfg, "dataset"), section(cfg, "trainer")
-    data = build_data(dataset)
-    steps = total_steps(trainer, len(data.images))
-    c, h, _ = data.shape
-    net_args = (section(cfg, "model"), section(cfg, "block"), section(cfg, "attention"), c, h)
-    network, ema_network = build_network(*net_args), build_network(*net_args)
-    loss = section(cfg, "loss")
-    loss_fn = DenoisingLoss(
-        network,
-        diffusion,
-        build_loss_weights(loss, diffusion),
-        loss["name"],
-        loss.get("delta", 1.0),
-    )
-    optimizer, lrs = build_optimizer(trainer, network, steps)
-    sampler = section(cfg, "sampler")
+    """Compose every part of a training run from the config (for this worker of `world`).
+
+    Everything is checked and built before the data loads, so a bad key costs no wait.
+    """
+    run = resolve(cfg)
+    diffusion = build_diffusion(run)
+    plan = make_plan(run["sampler"], diffusion)
+    network, ema_network = build_network(run), build_network(run)
+    loss_fn = build_loss(run, network, diffusion)
+    data = build_data(run["dataset"])
+    trainer = dataclasses.replace(run.trainer, steps=total_steps(run.trainer, len(data.images)))
+    optimizer, lrs = build_optimizer(trainer, network, trainer.steps)
+    sampler = run["sampler"]
     parts = RunParts(
-        train_step=TrainStep(
-            loss_fn, optimizer, trainer["grad_clip"], trainer.get("skip_nonfinite", False)
-        ),
+        train_step=TrainStep(loss_fn, optimizer, trainer.grad_clip, trainer.skip_nonfinite),
         ema_network=ema_network,
-        reverse_step=ReverseStep(ema_network, diffusion.objective, sampler["clip_denoised"]),
-        plan=build_plan(sampler, diffusion),
+        reverse_step=ReverseStep(ema_network, diffusion.objective, sampler.shared.clip_denoised),
+        plan=plan,
         diffusion=diffusion,
         data=data,
         lrs=lrs,
-        hparams=hparams(cfg, steps, diffusion),
+        hparams=hparams(run, trainer.steps, diffusion),
         config_text=OmegaConf.to_yaml(cfg, resolve=True),
         fingerprint=model_fingerprint(cfg),
-        evaluator=build_evaluator(trainer, dataset),
-        likelihood=build_likelihood(trainer, dataset, diffusion, sampler.get("variance", "large")),
+        evaluator=build_evaluator(trainer.eval_n, run["dataset"]),
+        likelihood=build_likelihood(
+            trainer.bpd_n,
+            trainer.bpd_timesteps,
+            run["dataset"],
+            diffusion,
+            likelihood_variance(sampler),
+        ),
     )
-    keys = TrainerConfig.__dataclass_fields__
-    tcfg = TrainerConfig(
-        **{k: v for k, v in trainer.items() if k in keys and k != "steps"}, steps=steps
-    )
-    return TRAINERS.get(trainer["name"])(tcfg, parts, run_dir, seed=int(cfg.seed), world=world)
+    return run["trainer"].entry(trainer, parts, run_dir, seed=run.top.seed, world=world)

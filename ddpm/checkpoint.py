@@ -9,29 +9,25 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import mindspore as ms
 from mindspore import nn
 
+from ddpm import atomic
+from ddpm.atomic import atomic_write
+from ddpm.errors import CheckpointError
+
 CKPT_GLOB = "step_*.ckpt"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, truncated or corrupt; the message names the file."""
 
 
 def save(cell: nn.Cell, folder: Path, step: int, meta: dict[str, Any], keep: int) -> Path:
     """Write folder/step_<step>.ckpt atomically, point `latest` at it, prune to `keep` files."""
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"step_{step:08d}.ckpt"
-    tmp = folder / f".{path.stem}.tmp.ckpt"  # MindSpore appends .ckpt to other names
-    ms.save_checkpoint(cell, str(tmp), append_dict={"meta": json.dumps(meta)})
-    _fsync(tmp)
-    os.replace(tmp, path)
-    _write_atomic(folder / "latest", path.name + "\n")
+    extra = {"meta": json.dumps(meta)}
+    atomic_write(path, lambda tmp: ms.save_checkpoint(cell, str(tmp), append_dict=extra))
+    atomic.write_text(folder / "latest", path.name + "\n")
     for old in sorted(folder.glob(CKPT_GLOB))[:-keep] if keep > 0 else []:
         old.unlink()
     return path
@@ -115,15 +111,3 @@ def candidates(folder: Path) -> list[Path]:
         named = folder / pointer.read_text().strip()
         found = [named] + [p for p in found if p != named]
     return found
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    _fsync(tmp)
-    os.replace(tmp, path)
-
-
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())

@@ -1,8 +1,8 @@
 """Tabulate a sweep: `python -m ddpm.compare <sweep dir>`.
 
-One row per run: its config-group choices, final loss, FD, IS, precision, recall,
-bits/dim, images/s and wall time (from summary.json, and metrics.json when `ddpm.evaluate` ran).
-Sorted by FD when present, else by final loss. Also writes compare.md and compare.csv.
+One row per run: its config-group choices, every metric of ddpm.metrics (from summary.json,
+and metrics.json when `ddpm.evaluate` ran) and wall time. Sorted by FD when present, else
+by final loss. Also writes compare.md and compare.csv.
 """
 
 from __future__ import annotations
@@ -15,24 +15,24 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from ddpm.cli import folder, load_config, run_tool
+from ddpm.errors import ConfigError
+from ddpm.metrics import METRICS
 
 GROUPS = ("schedule", "block", "attention", "loss", "objective", "sampler")
-NUMBERS = ("final_loss", "fd", "is", "precision", "recall", "bpd", "images_per_s", "wall_s")
+NUMBERS = (*METRICS, "wall_s")
 
 
 def read_run(run_dir: Path) -> dict[str, Any]:
     """One run's row; missing figures are NaN, a failed run says so."""
-    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    cfg = load_config(run_dir)
     row: dict[str, Any] = {"run": run_dir.name, **{g: cfg[g].name for g in GROUPS}}
     row.update(dict.fromkeys(NUMBERS, math.nan), status="ok")
     summary = _json(run_dir / "summary.json")
-    row["final_loss"] = summary.get("hparam/final_loss", math.nan)
-    row["images_per_s"] = summary.get("hparam/images_per_s", math.nan)
-    row["wall_s"] = summary.get("wall_seconds", math.nan)
     evaluated = _json(run_dir / "metrics.json")  # from ddpm.evaluate, else from training
-    for key in ("fd", "is", "precision", "recall", "bpd"):
-        row[key] = evaluated.get(key, summary.get(f"hparam/{key}", math.nan))
+    for name, metric in METRICS.items():
+        row[name] = evaluated.get(name, summary.get(metric.tag, math.nan))
+    row["wall_s"] = summary.get("wall_seconds", math.nan)
     if (run_dir / "FAILED").is_file():
         row["status"] = "failed: " + (run_dir / "FAILED").read_text().strip()
     elif not summary:
@@ -61,19 +61,25 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m ddpm.compare", description=__doc__)
-    p.add_argument("sweep_dir", type=Path)
+    p.add_argument("sweep_dir", type=folder, help="a sweep's folder (multirun/<date>/<time>)")
     args = p.parse_args(argv)
-    rows = collect(args.sweep_dir)
+    return run_tool(lambda: compare(args.sweep_dir))
+
+
+def compare(sweep_dir: Path) -> int:
+    rows = collect(sweep_dir)
     if not rows:
-        print(f"error: no runs (*/.hydra/config.yaml) under {args.sweep_dir}", file=sys.stderr)
-        return 2
+        raise ConfigError(
+            f"{sweep_dir} is not a sweep: no runs (*/.hydra/config.yaml) under it "
+            "(python -m ddpm.run -m ... writes them)"
+        )
     table = markdown(rows)
-    (args.sweep_dir / "compare.md").write_text(table)
-    with open(args.sweep_dir / "compare.csv", "w", newline="") as f:
+    (sweep_dir / "compare.md").write_text(table)
+    with open(sweep_dir / "compare.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    print(table + f"\nwritten: {args.sweep_dir / 'compare.md'}, {args.sweep_dir / 'compare.csv'}")
+    print(table + f"\nwritten: {sweep_dir / 'compare.md'}, {sweep_dir / 'compare.csv'}")
     return 0
 
 

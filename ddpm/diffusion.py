@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 
 from ddpm.registry import ConfigError
 
-OBJECTIVES = ("pred_noise", "pred_x0", "pred_v")
 REVERSE_VARIANCES = ("large", "small")
 
 
@@ -29,41 +29,16 @@ def velocity(x_start, noise, sqrt_ab, sqrt_one_minus_ab):
     return sqrt_ab * noise - sqrt_one_minus_ab * x_start
 
 
-def training_target(objective: str, x_start, noise, sqrt_ab, sqrt_one_minus_ab):
-    """What the network regresses for `objective`."""
-    if objective == "pred_noise":
-        return noise
-    if objective == "pred_x0":
-        return x_start
-    return velocity(x_start, noise, sqrt_ab, sqrt_one_minus_ab)
-
-
-def predict_x0(objective: str, model_out, x_t, sqrt_ab, sqrt_one_minus_ab):
-    """Invert the parameterisation: x_0 from the network output and x_t."""
-    if objective == "pred_noise":
-        return (x_t - sqrt_one_minus_ab * model_out) / sqrt_ab  # eq. 15 rearranged
-    if objective == "pred_x0":
-        return model_out
-    return sqrt_ab * x_t - sqrt_one_minus_ab * model_out  # x_0 = sqrt(ab) x_t - sqrt(1-ab) v
-
-
 @dataclass(frozen=True)
 class GaussianDiffusion:
-    """All per-timestep coefficients of a schedule, precomputed once in float64."""
+    """All per-timestep coefficients of a schedule, precomputed once in float64, and the
+    objective (ddpm.objectives) that says what the network predicts."""
 
     betas: np.ndarray
-    objective: str = "pred_noise"
+    objective: Any  # a ddpm.objectives.Objective
 
     def __post_init__(self) -> None:
-        if self.objective not in OBJECTIVES:
-            raise ConfigError(
-                f"unknown objective {self.objective!r}; valid: {', '.join(OBJECTIVES)}"
-            )
-        if self.objective == "pred_noise" and self.alphas_cumprod[-1] == 0.0:
-            raise ConfigError(
-                "zero terminal SNR makes pred_noise undefined at t=T (x_0 = x_t / 0); "
-                "use objective=pred_v or objective=pred_x0 (Lin et al. 2023, sec. 3.2)"
-            )
+        self.objective.check(self.alphas_cumprod)
 
     @property
     def num_timesteps(self) -> int:

@@ -12,58 +12,75 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 import ddpm  # noqa: F401  (sets oneDNN and OpenMP variables before MindSpore loads)
 
 # isort: split
-from ddpm.build import build_likelihood, build_plan, section
-from ddpm.checkpoint import CheckpointError
-from ddpm.data.formats import DatasetError
+from ddpm.build import build_likelihood, default_section, likelihood_variance, resolve
+from ddpm.cli import non_negative_float, non_negative_int, positive_int, run_dir, run_tool
+from ddpm.metrics import METRICS
 from ddpm.quality import feature_net
 from ddpm.quality.evaluator import Evaluator, draw
 from ddpm.reverse_step import ReverseStep
 from ddpm.sample import load_run
+from ddpm.samplers import SAMPLERS, make_plan
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m ddpm.evaluate", description=__doc__)
-    p.add_argument("run_dir", type=Path)
-    p.add_argument("--n", type=int, default=10_000, help="number of samples")
-    p.add_argument("--batch", type=int, default=250, help="samples drawn at once")
-    p.add_argument("--steps", type=int, default=50, help="DDIM steps")
-    p.add_argument("--eta", type=float, default=1.0, help="DDIM eta")
-    p.add_argument("--seed", type=int, default=1000)
-    p.add_argument("--bpd-n", type=int, default=1000, help="test images for bits/dim")
-    p.add_argument("--bpd-timesteps", type=int, default=50, help="timesteps of T (0: all)")
-    args = p.parse_args(argv)
-    try:
-        run = load_run(args.run_dir)
-        ds = run.cfg.dataset
-        space = feature_net.load(ds.name, ds.channels, ds.image_size) if args.n else None
-        trainer = {"bpd_n": args.bpd_n, "bpd_timesteps": args.bpd_timesteps or None}
-        variance = run.cfg.sampler.get("variance", "large")
-        likelihood = build_likelihood(trainer, section(run.cfg, "dataset"), run.diffusion, variance)
-    except (CheckpointError, DatasetError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    step = ReverseStep(run.network, run.diffusion.objective, True)
+    p.add_argument("run_dir", type=run_dir)
+    p.add_argument("--n", type=non_negative_int, default=10_000, help="number of samples")
+    p.add_argument("--batch", type=positive_int, default=250, help="samples drawn at once")
+    p.add_argument("--steps", type=positive_int, default=50, help="DDIM steps")
+    p.add_argument("--eta", type=non_negative_float, default=1.0, help="DDIM eta")
+    p.add_argument("--seed", type=non_negative_int, default=1000)
+    p.add_argument("--bpd-n", type=non_negative_int, default=1000, help="test images for bits/dim")
+    p.add_argument(
+        "--bpd-timesteps", type=non_negative_int, default=50, help="timesteps of T (0: all)"
+    )
+    return p.parse_args(argv)
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    loaded = load_run(args.run_dir)
+    run = resolve(loaded.cfg)
+    dataset, diffusion = run["dataset"], loaded.diffusion
+    channels, size = dataset.shared.channels, dataset.shared.image_size
+    space = feature_net.load(dataset.name, channels, size) if args.n else None
+    likelihood = build_likelihood(
+        args.bpd_n,
+        args.bpd_timesteps or None,
+        dataset,
+        diffusion,
+        likelihood_variance(run["sampler"]),
+    )
+    sampler = SAMPLERS.resolve(default_section("sampler", "ddim", steps=args.steps, eta=args.eta))
+    step = ReverseStep(loaded.network, diffusion.objective, sampler.shared.clip_denoised)
     start, metrics = time.perf_counter(), {}
     if space is not None:
         batch = min(args.batch, args.n)
-        plan = build_plan({"name": "ddim", "steps": args.steps, "eta": args.eta}, run.diffusion)
-        shape = (ds.channels, ds.image_size, ds.image_size)
-        metrics.update(Evaluator(space).metrics(draw(step, plan, args.n, shape, batch, args.seed)))
+        samples = draw(
+            step, make_plan(sampler, diffusion), args.n, (channels, size, size), batch, args.seed
+        )
+        metrics.update(Evaluator(space).metrics(samples))
     if likelihood is not None:
         metrics.update(likelihood(step, min(args.batch, args.bpd_n)))
     metrics.update(
-        step=run.step,
+        step=loaded.step,
         sampler=f"ddim{args.steps}_eta{args.eta}",
         seconds=round(time.perf_counter() - start, 1),
     )
     (args.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    for name, metric in METRICS.items():
+        if name in metrics:
+            print(f"{name:>10} {metrics[name]:.4g}  ({metric.description})")
     print(json.dumps(metrics))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    return run_tool(lambda: evaluate(args))
 
 
 if __name__ == "__main__":

@@ -15,45 +15,53 @@ import ddpm  # noqa: F401  (sets oneDNN and OpenMP variables before MindSpore lo
 # isort: split
 import mindspore as ms
 from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
 
-from ddpm.build import CONF_DIR
-from ddpm.data.formats import DatasetError
+from ddpm.build import CONF_DIR, resolve
+from ddpm.cli import non_negative_int, positive_int, run_tool
 from ddpm.data.sources import load_images, load_labels
+from ddpm.errors import ConfigError
 from ddpm.quality import feature_net
 from ddpm.quality.scores import feature_stats
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m ddpm.fit_features", description=__doc__)
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. dataset=fashion_mnist")
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--limit", type=int, help="use only the first N training images (smoke tests)")
-    args = p.parse_args(argv)
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        ds = compose(config_name="config", overrides=args.overrides).dataset
+    p.add_argument("--epochs", type=positive_int, default=5)
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--limit", type=positive_int, help="use only the first N training images")
+    return p.parse_args(argv)
+
+
+def dataset_option(overrides: list[str]):
+    """The dataset option of the config composed with `overrides`, checked."""
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=overrides)
+    except HydraException as err:
+        raise ConfigError(str(err).splitlines()[0]) from None
+    return resolve(cfg)["dataset"]
+
+
+def fit_features(args: argparse.Namespace) -> int:
+    ds = dataset_option(args.overrides)
+    keys = ds.shared
     ms.set_device("CPU")
     ms.set_context(mode=ms.GRAPH_MODE)
     ms.set_seed(args.seed)
-    try:
-        load = lambda split: (  # noqa: E731
-            feature_net.to_model_space(
-                load_images(
-                    ds.name,
-                    split=split,
-                    root=ds.root,
-                    image_size=ds.image_size,
-                    channels=ds.channels,
-                )
-            ),
-            load_labels(ds.name, split=split, root=ds.root),
+
+    def load(split: str):
+        images = load_images(
+            ds.name, split=split, image_size=keys.image_size, channels=keys.channels, **ds.params
         )
-        (x_train, y_train), (x_test, y_test) = load("train"), load("test")
-        x_train, y_train = x_train[: args.limit], y_train[: args.limit]
-    except DatasetError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    net = feature_net.FeatureNet(ds.channels, ds.image_size, int(y_train.max()) + 1)
+        return feature_net.to_model_space(images), load_labels(
+            ds.name, split=split, root=ds.params["root"]
+        )
+
+    (x_train, y_train), (x_test, y_test) = load("train"), load("test")
+    x_train, y_train = x_train[: args.limit], y_train[: args.limit]
+    net = feature_net.FeatureNet(keys.channels, keys.image_size, int(y_train.max()) + 1)
     start = time.perf_counter()
     feature_net.fit(net, x_train, y_train, args.epochs, args.seed)
     features, probs = feature_net.predict(net, x_test)
@@ -75,6 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         f"({time.perf_counter() - start:.0f} s); cached in {folder}"
     )
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    return run_tool(lambda: fit_features(args))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ddpm.atomic import atomic_write
+
 
 def to_uint8(x: np.ndarray) -> np.ndarray:
     """[B, C, H, W] floats in [-1, 1] -> [B, H, W, C] uint8."""
@@ -29,9 +31,9 @@ def make_grid(images: np.ndarray, nrow: int | None = None, pad: int = 2) -> np.n
 
 
 def save_png(image: np.ndarray, path: Path) -> None:
-    """Save an [H, W, C] uint8 image (C = 1 or 3)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(path)
+    """Save an [H, W, C] uint8 image (C = 1 or 3), atomically."""
+    pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+    atomic_write(path, pil.save)
 
 
 def save_gif(frames: list[np.ndarray], path: Path, duration_ms: int = 60) -> None:

@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from ddpm.cli import non_negative_int, port, positive_int
+
 MSRUN = [sys.executable, "-m", "mindspore.parallel.cluster.run"]  # the `msrun` entry point
 
 
@@ -32,18 +34,22 @@ def msrun_env() -> dict[str, str]:
 
 def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     p = argparse.ArgumentParser(prog="python -m ddpm.launch", description=__doc__)
-    p.add_argument("--workers", type=int, required=True, help="workers on this node")
-    p.add_argument("--nodes", type=int, default=1, help="nodes taking part (default 1)")
-    p.add_argument("--node-rank", type=int, default=None, help="this node's index (multi-node)")
+    p.add_argument("--workers", type=positive_int, required=True, help="workers on this node")
+    p.add_argument("--nodes", type=positive_int, default=1, help="nodes taking part (default 1)")
+    p.add_argument("--node-rank", type=non_negative_int, help="this node's index (multi-node)")
     p.add_argument("--master-addr", default="127.0.0.1", help="the address of node 0")
-    p.add_argument("--master-port", type=int, default=8118)
+    p.add_argument("--master-port", type=port, default=8118)
     p.add_argument("--run-dir", type=Path, default=None, help="default outputs/<date>/<time>")
-    p.add_argument("--timeout", type=int, default=600, help="seconds to wait for all workers")
+    p.add_argument(
+        "--timeout", type=positive_int, default=600, help="seconds to wait for all workers"
+    )
     p.add_argument("--dry-run", action="store_true", help="print the msrun command only")
     args, rest = p.parse_known_args(argv)
     overrides = rest[1:] if rest[:1] == ["--"] else rest
-    if args.workers < 1 or args.nodes < 1:
-        p.error("--workers and --nodes must be at least 1")
+    if args.node_rank is not None and args.node_rank >= args.nodes:
+        p.error(f"--node-rank {args.node_rank} must be below --nodes {args.nodes}")
+    if args.run_dir is not None and args.run_dir.exists() and not args.run_dir.is_dir():
+        p.error(f"--run-dir {args.run_dir} exists and is not a folder")
     if any(o in ("-m", "--multirun") for o in overrides):
         p.error("a sweep runs through Hydra's launchers (hydra/launcher=joblib, submitit_*)")
     return args, overrides

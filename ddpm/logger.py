@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,12 +13,30 @@ HParamValue = bool | int | float | str
 
 
 class TensorBoardLogger:
-    """Writes one run's event file into `logdir`, so a sweep folder shows every run by name."""
+    """Writes one run's event files into `logdir`, so a sweep folder shows every run by name.
+
+    tensorboardX writes events from a background queue, and its flush() does not drain that
+    queue; `commit()` does, by closing the file, so what it returns after is on disk.
+    """
 
     def __init__(self, logdir: Path, purge_step: int | None = None) -> None:
+        self.logdir = logdir
         # purge_step drops earlier events at or after it: a resumed run re-writes those steps.
-        self.writer = SummaryWriter(logdir=str(logdir), purge_step=purge_step, flush_secs=30)
+        self.writer = self._open(purge_step)
         self._hparams: tuple[dict[str, HParamValue], list[str]] | None = None
+
+    def _open(self, purge_step: int | None = None) -> SummaryWriter:
+        # A nanosecond suffix keeps file names unique and in write order, which TensorBoard
+        # reads them in (its purge on resume depends on that order).
+        suffix = f".{time.time_ns():020d}"
+        return SummaryWriter(
+            logdir=str(self.logdir), purge_step=purge_step, flush_secs=30, filename_suffix=suffix
+        )
+
+    def commit(self) -> None:
+        """Put every event logged so far on disk; later events go to a new file."""
+        self.writer.close()
+        self.writer = self._open()
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         for tag, value in values.items():
@@ -65,5 +84,7 @@ class NullLogger:
     def hparams_end(self, metrics: dict[str, float], step: int) -> None: ...
 
     def flush(self) -> None: ...
+
+    def commit(self) -> None: ...
 
     def close(self) -> None: ...

@@ -1,34 +1,58 @@
 """Per-example denoising losses with SNR-based weights.
 
-The weights are [T] float64 tables indexed by t; the elementwise distances work on
-MindSpore tensors inside the compiled train step.
+A loss option is a cell mapping the residual net(x_t, t) - target to an elementwise
+distance inside the compiled train step. The weights every loss shares are [T] float64
+tables indexed by t.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Annotated
+
 import numpy as np
-from mindspore import ops
+from mindspore import Tensor, nn, ops
 
 from ddpm.registry import ConfigError, Registry
+from ddpm.schema import NonNegativeFloat, PositiveFloat, Range
 
-LOSSES = Registry("loss")
+
+@dataclass(frozen=True)
+class LossWeighting:
+    """The per-timestep weights every loss takes."""
+
+    p2_gamma: NonNegativeFloat  # p2 (Choi et al. 2022): (k + SNR)^-gamma; 0 = uniform
+    p2_k: NonNegativeFloat
+    min_snr_gamma: Annotated[float | None, Range(gt=0)]  # min-SNR (Hang et al. 2023); null = off
+
+
+LOSSES = Registry("loss", shared=LossWeighting)
 
 
 @LOSSES.register("mse")
-def mse(diff, delta: float = 1.0):
-    return diff * diff
+class MSE(nn.Cell):
+    def construct(self, diff: Tensor) -> Tensor:
+        return diff * diff
 
 
 @LOSSES.register("l1")
-def l1(diff, delta: float = 1.0):
-    return ops.abs(diff)
+class L1(nn.Cell):
+    def construct(self, diff: Tensor) -> Tensor:
+        return ops.abs(diff)
 
 
 @LOSSES.register("huber")
-def huber(diff, delta: float = 1.0):
+class Huber(nn.Cell):
     """Huber / smooth-L1: 0.5 d^2 / delta inside |d| < delta, |d| - 0.5 delta outside."""
-    abs_diff = ops.abs(diff)
-    return ops.where(abs_diff < delta, 0.5 * diff * diff / delta, abs_diff - 0.5 * delta)
+
+    def __init__(self, *, delta: PositiveFloat) -> None:
+        super().__init__()
+        self.delta = delta
+
+    def construct(self, diff: Tensor) -> Tensor:
+        abs_diff = ops.abs(diff)
+        inside = 0.5 * diff * diff / self.delta
+        return ops.where(abs_diff < self.delta, inside, abs_diff - 0.5 * self.delta)
 
 
 def p2_weights(snr: np.ndarray, gamma: float, k: float) -> np.ndarray:
@@ -38,25 +62,9 @@ def p2_weights(snr: np.ndarray, gamma: float, k: float) -> np.ndarray:
     return (k + snr) ** -gamma
 
 
-def min_snr_weights(snr: np.ndarray, gamma: float, objective: str) -> np.ndarray:
-    """Hang et al. 2023: min(SNR, gamma) expressed for each objective's regression target."""
-    clipped = np.minimum(snr, gamma)
-    if objective == "pred_noise":
-        return clipped / np.maximum(snr, 1e-20)
-    if objective == "pred_v":
-        return clipped / (snr + 1.0)
-    return clipped
-
-
-def loss_weights(
-    snr: np.ndarray,
-    objective: str,
-    p2_gamma: float = 0.0,
-    p2_k: float = 1.0,
-    min_snr_gamma: float | None = None,
-) -> np.ndarray:
+def loss_weights(snr: np.ndarray, objective, weighting: LossWeighting) -> np.ndarray:
     """The per-timestep weight table [T] applied to each example's mean loss."""
-    weights = p2_weights(snr, p2_gamma, p2_k)
-    if min_snr_gamma is not None:
-        weights = weights * min_snr_weights(snr, min_snr_gamma, objective)
+    weights = p2_weights(snr, weighting.p2_gamma, weighting.p2_k)
+    if weighting.min_snr_gamma is not None:
+        weights = weights * objective.min_snr_weight(snr, weighting.min_snr_gamma)
     return weights

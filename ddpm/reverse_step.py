@@ -8,20 +8,20 @@ import numpy as np
 from mindspore import Tensor, nn, ops
 from mindspore import dtype as mstype
 
-from ddpm.diffusion import predict_x0
+from ddpm.objectives import Objective
 from ddpm.samplers import SamplerPlan
 
 
 class ReverseStep(nn.Cell):
     """x_prev = a * clip(x0_hat) + b * x_t + sigma * z  (see ddpm.samplers for a, b, sigma)."""
 
-    def __init__(self, network: nn.Cell, objective: str, clip_denoised: bool = True) -> None:
+    def __init__(self, network: nn.Cell, objective: Objective, clip_denoised: bool) -> None:
         super().__init__()
         self.network, self.objective, self.clip = network, objective, clip_denoised
 
     def construct(self, x_t: Tensor, t: Tensor, coefs: Tensor, noise: Tensor):
         sqrt_ab, sqrt_1m_ab, a, b, sigma = coefs[0], coefs[1], coefs[2], coefs[3], coefs[4]
-        x0 = predict_x0(self.objective, self.network(x_t, t), x_t, sqrt_ab, sqrt_1m_ab)
+        x0 = self.objective.predict_x0(self.network(x_t, t), x_t, sqrt_ab, sqrt_1m_ab)
         if self.clip:
             x0 = ops.clamp(x0, -1.0, 1.0)
         return a * x0 + b * x_t + sigma * noise, x0

@@ -18,12 +18,15 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from ddpm.build import build_trainer, configure_runtime, section
+from ddpm import kernels
+from ddpm.build import build_trainer, resolve
 from ddpm.callbacks import FAILED_MARKER
 from ddpm.checkpoint import CheckpointError, resolve_resume
 from ddpm.data import DatasetError
 from ddpm.distributed import World, init_world
+from ddpm.metrics import METRICS
 from ddpm.registry import ConfigError
+from ddpm.runtime import RuntimeKeys, configure_runtime
 from ddpm.trainer import Interrupted, NonFiniteLoss
 
 log = logging.getLogger("ddpm")
@@ -47,27 +50,8 @@ OmegaConf.register_new_resolver("run_name", run_name, replace=True)
 # name; Hydra validates them against those schemas and warns that this is deprecated.
 warnings.filterwarnings("ignore", message=r"(?s).*validated against ConfigStore schema")
 
-# sweep_metric -> the trainer key that must be > 0 for the run to compute it.
-SWEEP_METRICS = {
-    "final_loss": None,
-    "images_per_s": None,
-    **dict.fromkeys(("fd", "is", "precision", "recall"), "eval_n"),
-    "bpd": "bpd_n",
-}
 
-
-def sweep_metric(cfg: DictConfig) -> str:
-    """The summary key a run returns to the sweeper, checked before any training."""
-    name = cfg.get("sweep_metric", "final_loss")
-    if name not in SWEEP_METRICS:
-        raise ConfigError(f"unknown sweep_metric {name!r}; valid: {', '.join(SWEEP_METRICS)}")
-    needs = SWEEP_METRICS[name]
-    if needs and not cfg.trainer.get(needs):
-        raise ConfigError(f"sweep_metric={name} is only computed with trainer.{needs} > 0")
-    return "hparam/" + name
-
-
-def setup_runtime(seed: int, runtime: dict) -> World:
+def setup_runtime(seed: int, runtime: RuntimeKeys) -> World:
     """The runtime section, then the seed; joins the msrun cluster when launched by msrun."""
     configure_runtime(runtime)
     ms.set_seed(seed)  # the same initial weights on every worker
@@ -101,8 +85,9 @@ def report_schedule(alpha_bar_T: float, name: str, timesteps: int) -> None:
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
-    world = setup_runtime(int(cfg.seed), section(cfg, "runtime"))
-    resume = cfg.trainer.get("resume")
+    run = resolve(cfg)  # every key is checked before anything runs
+    world = setup_runtime(run.top.seed, run.runtime)
+    resume = run.trainer.resume
     candidates: list[Path] = []
     if resume:
         run_dir, candidates = resolve_resume(str(resume), run_dir)
@@ -122,6 +107,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         cfg.attention.name,
         sum(p.size for p in parts.train_step.loss_fn.network.trainable_params()) / 1e6,
     )
+    log.info("fused CPU kernels: %s", "on" if kernels.active() else "off (built-in ops)")
     report_schedule(parts.diffusion.terminal_alpha_bar(), cfg.schedule.name, cfg.schedule.timesteps)
     log.info(
         "data: %s, %d images of %s; %d steps of batch %d",
@@ -164,8 +150,7 @@ def main(cfg: DictConfig) -> float:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     (run_dir / FAILED_MARKER).unlink(missing_ok=True)  # a re-run of a failed sweep job
     try:
-        key = sweep_metric(cfg)
-        return train(cfg, run_dir)[key]
+        return train(cfg, run_dir)[METRICS[cfg.sweep_metric].tag]
     except Exception as err:  # noqa: BLE001 (every failure is reported; see fail())
         return fail(err, run_dir, hydra_cfg.mode == RunMode.MULTIRUN)
 

@@ -1,9 +1,11 @@
 """Reverse-process samplers as tables of per-step coefficients.
 
-Both samplers write one reverse step as  x_prev = a * x0_hat + b * x_t + sigma * z,
-with x0_hat predicted from the network output and clipped to [-1, 1]:
+Every sampler runs over `steps` of the T timesteps ('trailing' spacing; null: all T) and
+writes one reverse step as  x_prev = a * x0_hat + b * x_t + sigma * z,  with x0_hat
+predicted from the network output and optionally clipped to [-1, 1]:
 - DDPM (Ho et al. 2020, eq. 6-7): a, b are the posterior-mean coefficients, sigma^2 is the
-  posterior variance ("small") or beta_t ("large").
+  posterior variance ("small") or beta_t ("large"). Over fewer steps than T these use the
+  respaced betas 1 - ab_t / ab_prev (Nichol & Dhariwal 2021, sec. 4).
 - DDIM (Song et al. 2021, eq. 12): with sigma = eta * sqrt((1-ab_prev)/(1-ab) (1-ab/ab_prev)),
   a = sqrt(ab_prev) - sqrt(1-ab_prev-sigma^2) sqrt(ab)/sqrt(1-ab) and
   b = sqrt(1-ab_prev-sigma^2)/sqrt(1-ab).
@@ -13,13 +15,24 @@ So one compiled step serves both; a sampler is just its table, built once in flo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 
-from ddpm.diffusion import GaussianDiffusion
-from ddpm.registry import ConfigError, Registry
+from ddpm.diffusion import REVERSE_VARIANCES, GaussianDiffusion
+from ddpm.registry import ConfigError, Option, Registry
+from ddpm.schema import NonNegativeFloat, OneOf, Range
 
-SAMPLERS = Registry("sampler")
+
+@dataclass(frozen=True)
+class SamplerKeys:
+    """The keys every sampler takes."""
+
+    steps: Annotated[int | None, Range(gt=0)]  # timesteps visited, at most T; null: all T
+    clip_denoised: bool  # clip each x_0 prediction to [-1, 1]
+
+
+SAMPLERS = Registry("sampler", shared=SamplerKeys)
 
 
 @dataclass(frozen=True)
@@ -43,17 +56,33 @@ def _plan(diffusion: GaussianDiffusion, timesteps: np.ndarray, a, b, sigma) -> S
     return SamplerPlan(timesteps=t.astype(np.int64), coefs=coefs)
 
 
+def _respaced(diffusion: GaussianDiffusion, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """alpha_bar at the visited timesteps t [S] and at the step after each (1 after the last)."""
+    ab = diffusion.alphas_cumprod[t]
+    return ab, np.append(diffusion.alphas_cumprod[t[1:]], 1.0)
+
+
 @SAMPLERS.register("ddpm")
-def ddpm_plan(diffusion: GaussianDiffusion, variance: str = "small", **_: object) -> SamplerPlan:
-    """Ancestral sampling over all T steps; no noise is added at the last step."""
-    t = np.arange(diffusion.num_timesteps - 1, -1, -1)
-    sigma = np.where(t > 0, np.sqrt(diffusion.reverse_variance(variance)[t]), 0.0)
-    a, b = diffusion.posterior_mean_coef1[t], diffusion.posterior_mean_coef2[t]
+def ddpm_plan(
+    diffusion: GaussianDiffusion,
+    t: np.ndarray,
+    *,
+    variance: Annotated[str, OneOf(REVERSE_VARIANCES)],
+) -> SamplerPlan:
+    """Ancestral sampling, eq. 6-7 with the respaced betas; no noise at the last step."""
+    ab, ab_prev = _respaced(diffusion, t)
+    betas = 1.0 - ab / ab_prev  # the betas of the visited timesteps (beta_t over all T)
+    a = betas * np.sqrt(ab_prev) / (1.0 - ab)
+    b = (1.0 - ab_prev) * np.sqrt(1.0 - betas) / (1.0 - ab)
+    small = betas * (1.0 - ab_prev) / (1.0 - ab)
+    sigma = np.sqrt(small if variance == "small" else betas)
+    sigma[-1] = 0.0
     return _plan(diffusion, t, a, b, sigma)
 
 
-def ddim_timesteps(num_timesteps: int, steps: int) -> np.ndarray:
+def sampling_timesteps(num_timesteps: int, steps: int | None) -> np.ndarray:
     """'Trailing' spacing (Lin et al. 2023, table 2): starts at t = T-1, descending."""
+    steps = steps or num_timesteps
     if not 1 <= steps <= num_timesteps:
         raise ConfigError(f"sampler.steps must be in [1, {num_timesteps}], got {steps}")
     t = np.round(np.arange(num_timesteps, 0, -num_timesteps / steps)).astype(np.int64) - 1
@@ -61,15 +90,9 @@ def ddim_timesteps(num_timesteps: int, steps: int) -> np.ndarray:
 
 
 @SAMPLERS.register("ddim")
-def ddim_plan(
-    diffusion: GaussianDiffusion, steps: int = 50, eta: float = 0.0, **_: object
-) -> SamplerPlan:
-    """DDIM over a sub-sequence of `steps` timesteps; eta = 0 is deterministic."""
-    if eta < 0:
-        raise ConfigError(f"sampler.eta must be >= 0, got {eta}")
-    t = ddim_timesteps(diffusion.num_timesteps, steps)
-    ab = diffusion.alphas_cumprod[t]
-    ab_prev = np.append(diffusion.alphas_cumprod[t[1:]], 1.0)
+def ddim_plan(diffusion: GaussianDiffusion, t: np.ndarray, *, eta: NonNegativeFloat) -> SamplerPlan:
+    """DDIM over the visited timesteps; eta = 0 is deterministic."""
+    ab, ab_prev = _respaced(diffusion, t)
     sigma = eta * np.sqrt((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev))
     direction = np.sqrt(np.clip(1 - ab_prev - sigma**2, 0.0, None))
     b = direction / np.sqrt(1 - ab)
@@ -77,5 +100,7 @@ def ddim_plan(
     return _plan(diffusion, t, a, b, sigma)
 
 
-def make_plan(diffusion: GaussianDiffusion, name: str, **params: object) -> SamplerPlan:
-    return SAMPLERS.get(name)(diffusion, **params)
+def make_plan(sampler: Option, diffusion: GaussianDiffusion) -> SamplerPlan:
+    """The coefficient table of a resolved sampler option."""
+    t = sampling_timesteps(diffusion.num_timesteps, sampler.shared.steps)
+    return sampler(diffusion, t)

@@ -1,43 +1,73 @@
 """Noise schedules beta_1..beta_T, computed in float64 numpy.
 
-Every schedule returns betas of shape [T]. The two fixes for schedules that never reach
-pure noise are options applied on top: `scale_to_T` (ends scaled by 1000/T, as in
-improved-diffusion) and `zero_terminal_snr` (Lin et al. 2023, Algorithm 1).
+Every schedule returns betas of shape [T]. Two fixes for schedules that never reach pure
+noise: `scale_to_T` on the beta-range schedules (ends scaled by 1000/T, as in
+improved-diffusion), and the group-wide `zero_terminal_snr` (Lin et al. 2023, Alg. 1).
 """
 
 from __future__ import annotations
 
-import inspect
 import math
+from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 
-from ddpm.registry import ConfigError, Registry
+from ddpm.registry import ConfigError, Option, Registry
+from ddpm.schema import NonNegativeFloat, Range
 
-SCHEDULES = Registry("schedule")
+Beta = Annotated[float, Range(gt=0, le=1)]
+
+
+@dataclass(frozen=True)
+class ScheduleKeys:
+    """The keys every schedule takes."""
+
+    timesteps: Annotated[int, Range(ge=2)]
+    zero_terminal_snr: bool  # rescale so alpha_bar_T = 0; needs pred_v or pred_x0
+
+
+SCHEDULES = Registry("schedule", shared=ScheduleKeys)
+
+
+def _beta_range(start: float, end: float, timesteps: int, scale_to_T: bool) -> tuple[float, float]:
+    """The ends of a beta-range schedule, scaled by 1000/T when asked (improved-diffusion)."""
+    if start > end:
+        raise ConfigError(f"schedule.beta_start={start} must be <= schedule.beta_end={end}")
+    scale = 1000.0 / timesteps if scale_to_T else 1.0
+    return start * scale, end * scale
 
 
 @SCHEDULES.register("linear")
-def linear_betas(timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> np.ndarray:
+def linear_betas(
+    timesteps: int, *, beta_start: Beta, beta_end: Beta, scale_to_T: bool
+) -> np.ndarray:
     """Ho et al. 2020: betas linear from beta_start to beta_end."""
-    return np.linspace(beta_start, beta_end, timesteps, dtype=np.float64)
+    start, end = _beta_range(beta_start, beta_end, timesteps, scale_to_T)
+    return np.linspace(start, end, timesteps, dtype=np.float64)
 
 
 @SCHEDULES.register("quadratic")
-def quadratic_betas(timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> np.ndarray:
+def quadratic_betas(
+    timesteps: int, *, beta_start: Beta, beta_end: Beta, scale_to_T: bool
+) -> np.ndarray:
     """sqrt(beta) linear between the square roots of the ends (ends are not squared twice)."""
-    return np.linspace(beta_start**0.5, beta_end**0.5, timesteps, dtype=np.float64) ** 2
+    start, end = _beta_range(beta_start, beta_end, timesteps, scale_to_T)
+    return np.linspace(start**0.5, end**0.5, timesteps, dtype=np.float64) ** 2
 
 
 @SCHEDULES.register("sigmoid")
-def sigmoid_betas(timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> np.ndarray:
+def sigmoid_betas(
+    timesteps: int, *, beta_start: Beta, beta_end: Beta, scale_to_T: bool
+) -> np.ndarray:
     """Annotated Diffusion / diffusers: sigmoid(linspace(-6, 6, T)) mapped onto [start, end]."""
+    start, end = _beta_range(beta_start, beta_end, timesteps, scale_to_T)
     x = np.linspace(-6.0, 6.0, timesteps, dtype=np.float64)
-    return 1.0 / (1.0 + np.exp(-x)) * (beta_end - beta_start) + beta_start
+    return 1.0 / (1.0 + np.exp(-x)) * (end - start) + start
 
 
 @SCHEDULES.register("cosine")
-def cosine_betas(timesteps: int, s: float = 0.008, max_beta: float = 0.999) -> np.ndarray:
+def cosine_betas(timesteps: int, *, s: NonNegativeFloat, max_beta: Beta) -> np.ndarray:
     """Nichol & Dhariwal 2021, eq. 17: alpha_bar(t) = cos^2(((t/T)+s)/(1+s) * pi/2)."""
     steps = np.arange(timesteps + 1, dtype=np.float64) / timesteps
     alpha_bar = np.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
@@ -55,29 +85,14 @@ def rescale_zero_terminal_snr(betas: np.ndarray) -> np.ndarray:
     return 1.0 - alphas
 
 
-def make_betas(
-    name: str,
-    timesteps: int,
-    *,
-    scale_to_T: bool = False,
-    zero_terminal_snr: bool = False,
-    **params: float,
-) -> np.ndarray:
-    """Betas [T] for schedule `name`, with the optional terminal-SNR fixes applied."""
-    if timesteps < 2:
-        raise ConfigError(f"schedule.timesteps must be >= 2, got {timesteps}")
-    schedule = SCHEDULES.get(name)
-    if scale_to_T:
-        defaults = {k: p.default for k, p in inspect.signature(schedule).parameters.items()}
-        if "beta_start" not in defaults:
-            raise ConfigError(f"schedule.scale_to_T applies to beta-range schedules, not {name!r}")
-        scale = 1000.0 / timesteps
-        params = {**params}
-        for end in ("beta_start", "beta_end"):
-            params[end] = params.get(end, defaults[end]) * scale
-    betas = schedule(timesteps, **params)
-    if zero_terminal_snr:
+def make_betas(schedule: Option) -> np.ndarray:
+    """Betas [T] of a resolved schedule option, with the zero-terminal-SNR fix if asked."""
+    keys: ScheduleKeys = schedule.shared
+    betas = schedule(keys.timesteps)
+    if keys.zero_terminal_snr:
         betas = rescale_zero_terminal_snr(betas)
     if not (np.all(betas > 0) and np.all(betas <= 1.0)):
-        raise ConfigError(f"schedule {name!r} with {params} gives betas outside (0, 1]")
+        raise ConfigError(
+            f"schedule {schedule.name!r} with {schedule.params} gives betas outside (0, 1]"
+        )
     return betas

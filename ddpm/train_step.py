@@ -6,9 +6,8 @@ import numpy as np
 from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 
 from ddpm import kernels
-from ddpm.diffusion import GaussianDiffusion, q_sample, training_target
+from ddpm.diffusion import GaussianDiffusion, q_sample
 from ddpm.distributed import data_parallel
-from ddpm.losses import LOSSES
 
 
 def _table(values: np.ndarray) -> Tensor:
@@ -27,15 +26,12 @@ class DenoisingLoss(nn.Cell):
         self,
         network: nn.Cell,
         diffusion: GaussianDiffusion,
+        distance: nn.Cell,
         weights: np.ndarray,
-        loss: str = "huber",
-        huber_delta: float = 1.0,
     ) -> None:
         super().__init__()
-        self.network = network
+        self.network, self.distance = network, distance
         self.objective = diffusion.objective
-        self.distance = LOSSES.get(loss)
-        self.delta = huber_delta
         self.sqrt_ab = _table(diffusion.sqrt_alphas_cumprod)
         self.sqrt_1m_ab = _table(diffusion.sqrt_one_minus_alphas_cumprod)
         self.weights = _table(weights)
@@ -43,8 +39,8 @@ class DenoisingLoss(nn.Cell):
     def construct(self, x_start: Tensor, t: Tensor, noise: Tensor) -> Tensor:
         sqrt_ab, sqrt_1m_ab = _gather(self.sqrt_ab, t), _gather(self.sqrt_1m_ab, t)
         x_t = q_sample(x_start, noise, sqrt_ab, sqrt_1m_ab)
-        target = training_target(self.objective, x_start, noise, sqrt_ab, sqrt_1m_ab)
-        dist = self.distance(self.network(x_t, t) - target, self.delta)  # [B, C, H, W]
+        target = self.objective.target(x_start, noise, sqrt_ab, sqrt_1m_ab)
+        dist = self.distance(self.network(x_t, t) - target)  # [B, C, H, W]
         return dist.mean(axis=(1, 2, 3)) * ops.gather(self.weights, t, 0)  # [B]
 
 

@@ -9,24 +9,35 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from mindspore import Tensor, nn
 from mindspore import dtype as mstype
 from tqdm import tqdm
 
-from ddpm import checkpoint
+from ddpm import atomic, checkpoint
 from ddpm.data import ImageData, batch_stream
 from ddpm.diffusion import GaussianDiffusion, q_sample
 from ddpm.distributed import World
 from ddpm.images import make_grid, save_png, to_uint8
 from ddpm.logger import NullLogger, TensorBoardLogger
+from ddpm.metrics import computed_by
 from ddpm.quality.bpd import NegativeElbo
 from ddpm.quality.evaluator import Evaluator, draw
+from ddpm.registry import ConfigError, Registry
 from ddpm.reverse_step import ReverseStep, p_sample_loop
 from ddpm.samplers import SamplerPlan
 from ddpm.schedule_lr import ema_decay
+from ddpm.schema import (
+    Decay,
+    Length,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Range,
+)
 from ddpm.train_step import TrainStep, load_ema
 
 log = logging.getLogger("ddpm")
@@ -46,20 +57,33 @@ class NonFiniteLoss(FloatingPointError):
 
 @dataclass(frozen=True)
 class TrainerConfig:
-    steps: int
-    batch_size: int
-    ema_decay: float = 0.999
-    ema_warmup: bool = True
-    log_every: int = 50
-    sample_every: int = 0  # 0: only at the end
-    sample_n: int = 64
-    checkpoint_every: int = 0  # 0: only at the end
-    keep_checkpoints: int = 3
-    skip_nonfinite: bool = False  # skip (and count) NaN/inf steps instead of stopping
-    eval_every: int = 0  # 0: evaluate only at the end, if an evaluator is given
-    eval_n: int = 0  # samples per evaluation; 0 disables the sample metrics
-    bpd_n: int = 0  # test images for the bits/dim bound; 0 disables it
-    bpd_timesteps: int | None = 50  # timesteps of T in the bound (None: all)
+    """The trainer section's keys; conf/trainer/default.yaml documents and sets each one."""
+
+    steps: PositiveInt
+    epochs: Annotated[int | None, Range(gt=0)]  # if set, steps = epochs * steps per epoch
+    batch_size: PositiveInt
+    lr: PositiveFloat
+    min_lr: NonNegativeFloat
+    warmup_steps: NonNegativeInt
+    adam_betas: Annotated[list[float], Range(ge=0, lt=1), Length(2)]
+    grad_clip: NonNegativeFloat  # global-norm clipping; 0 disables
+    ema_decay: Decay
+    ema_warmup: bool
+    log_every: PositiveInt
+    sample_every: NonNegativeInt  # 0: only at the end
+    sample_n: PositiveInt
+    checkpoint_every: NonNegativeInt  # 0: only at the end
+    keep_checkpoints: PositiveInt
+    eval_n: NonNegativeInt  # samples per evaluation; 0 disables the sample metrics
+    bpd_n: NonNegativeInt  # test images for the bits/dim bound; 0 disables it
+    bpd_timesteps: Annotated[int | None, Range(gt=0)]  # timesteps of T in the bound (null: all)
+    eval_every: NonNegativeInt  # 0: evaluate only at the end
+    resume: str | None  # latest | <run dir> | <checkpoint.ckpt>
+    skip_nonfinite: bool  # skip (and count) NaN/inf steps instead of stopping
+
+    def __post_init__(self) -> None:
+        if self.min_lr > self.lr:
+            raise ConfigError(f"trainer.min_lr={self.min_lr} must be <= trainer.lr={self.lr}")
 
 
 @dataclass
@@ -90,6 +114,10 @@ class _Window:
     start: float = field(default_factory=time.perf_counter)
 
 
+TRAINERS = Registry("trainer")
+
+
+@TRAINERS.register("default", schema=TrainerConfig)
 class Trainer:
     """Drives one run; under data parallelism every worker runs it, rank 0 writes."""
 
@@ -117,6 +145,10 @@ class Trainer:
     def fit(self) -> dict[str, float]:
         """Train from self.step to cfg.steps; returns the final metrics."""
         main = self.world.is_main
+        if self.step >= self.cfg.steps and self.summary_path.is_file():
+            log.info("the run finished at step %d already; nothing to do", self.step)
+            summary = json.loads(self.summary_path.read_text())
+            return {m.tag: summary[m.tag] for m in computed_by(self.cfg) if m.tag in summary}
         # On resume from step S, events after S go (the re-run writes them again); those at S,
         # such as its loss, were written before the checkpoint and stay.
         purge = self.step + 1 if self.step else None
@@ -142,9 +174,11 @@ class Trainer:
                         bar.set_postfix(self._log_window(window))
                         window = _Window()
                     self._periodic()
+        except BaseException:
+            self.logger.close()  # what was logged before the failure stays
+            raise
         finally:
             bar.close()
-            self.logger.flush()
         if self._signal is not None:
             path = self.save_checkpoint()
             self.logger.close()
@@ -200,7 +234,6 @@ class Trainer:
             self.skipped += 1
             self.logger.scalars({"train/skipped_steps": self.skipped}, self.step)
             return
-        self.logger.flush()
         raise NonFiniteLoss(
             f"non-finite loss or gradient at step {self.step} (loss {float(np.mean(losses)):.4g}, "
             f"grad norm {grad_norm:.4g}). Likely causes: a learning rate too high for the "
@@ -210,13 +243,16 @@ class Trainer:
         )
 
     def _periodic(self) -> None:
-        """Mid-run samples, checkpoints and evaluations; the final ones come from _finish."""
+        """Mid-run samples, evaluations and checkpoints; the final ones come from _finish.
+
+        The checkpoint comes last: it marks everything logged up to its step as done.
+        """
         if self._due(self.cfg.sample_every):
             self.sample_and_log()
-        if self._due(self.cfg.checkpoint_every):
-            self.save_checkpoint()
         if self._due(self.cfg.eval_every):
             self.evaluate()
+        if self._due(self.cfg.checkpoint_every):
+            self.save_checkpoint()
 
     def _due(self, every: int) -> bool:
         return every > 0 and self.step % every == 0 and self.step < self.cfg.steps
@@ -227,11 +263,7 @@ class Trainer:
         ab_T = self.parts.diffusion.terminal_alpha_bar()
         self.logger.scalars({"schedule/alpha_bar_T": ab_T}, self.step)
         self.logger.text("config", f"```\n{self.parts.config_text}\n```", self.step)
-        metric_tags = ["hparam/final_loss", "hparam/images_per_s"]
-        if self.parts.evaluator is not None:
-            metric_tags += ["hparam/fd", "hparam/is", "hparam/precision", "hparam/recall"]
-        if self.parts.likelihood is not None:
-            metric_tags += ["hparam/bpd"]
+        metric_tags = [m.tag for m in computed_by(self.cfg)]
         self.logger.hparams_start(self.parts.hparams, metric_tags)
         if self.step == 0:
             self.logger.image("data/forward_process", self._forward_strip(), 0)
@@ -348,9 +380,14 @@ class Trainer:
         raise checkpoint.CheckpointError("no readable checkpoint to resume from" + "".join(errors))
 
     def save_checkpoint(self) -> Path | None:
-        """The full training state, written by rank 0 only (every rank holds the same)."""
+        """The full training state, written by rank 0 only (every rank holds the same).
+
+        Everything logged so far goes to disk first: a resumed run starts after this step
+        and never writes those events again.
+        """
         if not self.world.is_main:
             return None
+        self.logger.commit()
         return checkpoint.save(
             self.parts.train_step,
             self.ckpt_dir,
@@ -359,24 +396,27 @@ class Trainer:
             self.cfg.keep_checkpoints,
         )
 
+    @property
+    def summary_path(self) -> Path:
+        return self.run_dir / "summary.json"
+
     def _finish(self) -> dict[str, float]:
+        """Final samples, metrics and summary.json, then the final checkpoint, which marks
+        the run as finished: a crash before it redoes this from the last checkpoint."""
         samples = self.sample_and_log()
         if self.world.is_main:
             save_png(make_grid(to_uint8(samples)), self.run_dir / "samples.png")
-        self.save_checkpoint()
         if self.world.size > 1:
             self._record_rank()
-        metrics = {
-            "hparam/final_loss": self.last_loss,
-            "hparam/images_per_s": self.images_per_s,
-        }
-        for key, value in self.evaluate().items():  # eval/fd -> hparam/fd, ...
-            metrics["hparam/" + key.split("/")[1]] = value
+        values = {"final_loss": self.last_loss, "images_per_s": self.images_per_s}
+        values.update({k.split("/")[1]: v for k, v in self.evaluate().items()})  # eval/fd -> fd
+        metrics = {m.tag: values[m.name] for m in computed_by(self.cfg)}
         self.logger.hparams_end(metrics, self.step)
-        self.logger.close()
         summary = {**metrics, "steps": self.step, "wall_seconds": time.time() - self.started}
         if self.world.is_main:
-            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+            atomic.write_text(self.summary_path, json.dumps(summary, indent=2))
+        self.save_checkpoint()
+        self.logger.close()
         return metrics
 
     def _record_rank(self) -> None:

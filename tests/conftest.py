@@ -11,7 +11,13 @@ import pytest
 from hydra import compose, initialize_config_dir
 from mindspore import Tensor, nn, ops
 
-from ddpm.build import CONF_DIR
+from ddpm import samplers
+from ddpm.build import CONF_DIR, default_section
+from ddpm.diffusion import GaussianDiffusion
+from ddpm.objectives import OBJECTIVES
+from ddpm.samplers import SAMPLERS, SamplerPlan
+from ddpm.schedules import SCHEDULES
+from ddpm.schedules import make_betas as schedule_betas
 
 # Overrides that keep every option of every group tiny: two levels of width 8 and 16.
 TINY = [
@@ -31,8 +37,31 @@ TINY = [
 
 
 def compose_config(*overrides: str, tiny: bool = True):
+    tiny_overrides = TINY if tiny else []
+    if "attention=none" in overrides:  # it takes no heads or dim_head
+        tiny_overrides = [
+            o for o in tiny_overrides if not o.startswith(("attention.heads", "attention.dim_head"))
+        ]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=[*(TINY if tiny else []), *overrides])
+        return compose(config_name="config", overrides=[*tiny_overrides, *overrides])
+
+
+def make_betas(name: str, timesteps: int, **keys) -> np.ndarray:
+    """The betas of schedule `name` with its YAML keys, T = timesteps and `keys` overridden."""
+    section = default_section("schedule", name, timesteps=timesteps, **keys)
+    return schedule_betas(SCHEDULES.resolve(section))
+
+
+def make_diffusion(
+    schedule: str, timesteps: int, objective: str = "pred_noise", **keys
+) -> GaussianDiffusion:
+    objective_cls = OBJECTIVES.get(objective)
+    return GaussianDiffusion(make_betas(schedule, timesteps, **keys), objective_cls())
+
+
+def make_plan(diffusion: GaussianDiffusion, name: str, **keys) -> SamplerPlan:
+    """The plan of sampler `name` with its YAML keys and `keys` overridden."""
+    return samplers.make_plan(SAMPLERS.resolve(default_section("sampler", name, **keys)), diffusion)
 
 
 @pytest.fixture(autouse=True, scope="session")

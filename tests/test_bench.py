@@ -2,7 +2,7 @@
 
 import pytest
 
-from ddpm.build import build_network, section
+from ddpm.build import build_network, resolve, section
 from ddpm.nn import ATTENTIONS, BLOCKS
 from tests.conftest import compose_config
 
@@ -16,7 +16,7 @@ def test_twin_has_the_same_parameters(block, attention):
 
     cfg = compose_config(f"block={block}", f"attention={attention}", "attention.levels=[1]")
     sections = [section(cfg, g) for g in ("model", "block", "attention")]
-    ms_net = build_network(*sections, 1, 28)
+    ms_net = build_network(resolve(cfg))
     pt_net = UNet(*sections, 1)
     ms_shapes = sorted(tuple(p.shape) for p in ms_net.trainable_params())
     pt_shapes = sorted(tuple(p.shape) for p in pt_net.parameters())

@@ -1,5 +1,7 @@
 """The real Hydra CLI in subprocesses, read back through TensorBoard's EventAccumulator."""
 
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -128,6 +130,66 @@ def test_bad_value_fails_before_training(tmp_path):
     assert proc.returncode == 2
     assert "not divisible" in proc.stderr
     assert not list(tmp_path.glob("events.out.tfevents.*"))
+
+
+def one_line_error(proc: subprocess.CompletedProcess) -> str:
+    """The `error: ...` line a tool ends with; no traceback anywhere."""
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr[-3000:]
+    return proc.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["trainer.batch_size=0"], "error: trainer.batch_size=0: must be > 0"),
+        (["trainer.lr=-1"], "error: trainer.lr=-1.0: must be > 0"),
+        (["loss=mse", "+loss.delta=0.5"], "error: loss.delta: loss 'mse' does not take this key"),
+        (["trainer.resume=/nowhere"], "error: trainer.resume='/nowhere': not 'latest'"),
+    ],
+)
+def test_bad_config_is_one_line_before_anything_runs(args, message, tmp_path):
+    proc = cli("-m", "ddpm.run", *CLI_TINY, *args, f"hydra.run.dir={tmp_path}")
+    assert one_line_error(proc).startswith(message)
+    assert not list(tmp_path.glob("events.out.tfevents.*"))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["ddpm.sample", "{tmp}"], "is not a run folder: it has no .hydra/config.yaml"),
+        (["ddpm.sample", "{run}", "--n", "-3"], "argument --n: -3 must be >= 1"),
+        (["ddpm.sample", "{run}", "--steps", "x"], "argument --steps: 'x' is not a whole number"),
+        (["ddpm.sample", "{run}", "--sampler", "ddpm", "--eta", "1"], "--eta does not apply"),
+        (["ddpm.sample", "{run}", "--checkpoint", "{tmp}/x.ckpt"], "x.ckpt is not a file"),
+        (["ddpm.evaluate", "{tmp}/none"], "{tmp}/none is not a folder"),
+        (["ddpm.evaluate", "{run}", "--batch", "0"], "argument --batch: 0 must be >= 1"),
+        (["ddpm.compare", "{tmp}"], "is not a sweep: no runs"),
+        (["ddpm.launch", "--workers", "0"], "argument --workers: 0 must be >= 1"),
+        (["ddpm.launch", "--workers", "1", "--master-port", "70000"], "not a TCP port"),
+        (["ddpm.fit_features", "dataset=nope"], "Could not find 'dataset/nope'"),
+        (["ddpm.fit_features", "--epochs", "0"], "argument --epochs: 0 must be >= 1"),
+    ],
+)
+def test_bad_tool_input_is_one_line(args, message, trained_run, tmp_path):
+    fill = lambda s: s.format(tmp=tmp_path, run=trained_run)  # noqa: E731
+    proc = cli("-m", *map(fill, args))
+    assert fill(message) in one_line_error(proc)
+
+
+def test_corrupt_run_config_names_the_file(trained_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    (run / ".hydra" / "config.yaml").write_text("schedule: [unclosed\n")
+    line = one_line_error(cli("-m", "ddpm.sample", str(run), "--n", "2"))
+    assert str(run / ".hydra" / "config.yaml") in line and "not a readable run config" in line
+
+
+def test_kernel_switch_in_the_environment_wins_over_the_config(tmp_path):
+    env = {**os.environ, "DDPM_CPU_KERNELS": "0"}
+    proc = cli("-m", "ddpm.run", *CLI_TINY, f"hydra.run.dir={tmp_path}", env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "fused CPU kernels: off" in proc.stdout + proc.stderr
 
 
 def test_long_run_names_are_shortened_uniquely():

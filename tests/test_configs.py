@@ -1,42 +1,30 @@
 """Every option of every config group composes, builds, and runs a tiny forward pass."""
 
+import dataclasses
+import inspect
+import shutil
+from dataclasses import MISSING
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from mindspore import Tensor
+from omegaconf import OmegaConf
 
 from ddpm.build import (
-    MODELS,
-    TRAINERS,
+    GROUPS,
     build_data,
-    build_denoiser,
-    build_loss_weights,
+    build_diffusion,
+    build_loss,
     build_network,
-    build_plan,
-    section,
+    resolve,
 )
-from ddpm.data import DATASETS
-from ddpm.diffusion import OBJECTIVES
-from ddpm.losses import LOSSES
 from ddpm.nn import ATTENTIONS, BLOCKS
 from ddpm.registry import ConfigError, Registry
-from ddpm.samplers import SAMPLERS
-from ddpm.schedules import SCHEDULES
-from tests.conftest import CONF_DIR, compose_config
-
-GROUPS = {
-    "schedule": SCHEDULES.names(),
-    "block": BLOCKS.names(),
-    "attention": ATTENTIONS.names(),
-    "loss": LOSSES.names(),
-    "objective": list(OBJECTIVES),
-    "sampler": SAMPLERS.names(),
-    "dataset": DATASETS.names(),
-    "model": MODELS.names(),
-    "trainer": TRAINERS.names(),
-}
+from ddpm.samplers import make_plan
+from tests.conftest import CONF_DIR, TINY, compose_config
 
 
 def options(group: str) -> list[str]:
@@ -45,7 +33,7 @@ def options(group: str) -> list[str]:
 
 @pytest.mark.parametrize("group", GROUPS)
 def test_yaml_files_match_registry_names(group):
-    assert options(group) == sorted(GROUPS[group])
+    assert options(group) == GROUPS[group].names()
     for name in options(group):
         assert compose_config(f"{group}={name}", "dataset.root=/tmp")[group].name == name
 
@@ -58,7 +46,8 @@ def test_registry_rejects_duplicates():
 
 
 def tiny_forward(cfg):
-    diffusion, net = build_denoiser(cfg)
+    run = resolve(cfg)
+    diffusion, net = build_diffusion(run), build_network(run)
     size = cfg.dataset.image_size
     x = Tensor(
         np.random.default_rng(0).standard_normal(
@@ -67,9 +56,9 @@ def tiny_forward(cfg):
     )
     out = net(x, Tensor(np.array([0, diffusion.num_timesteps - 1], np.int32))).asnumpy()
     assert out.shape == x.shape and np.all(np.isfinite(out))
-    weights = build_loss_weights(section(cfg, "loss"), diffusion)
-    assert weights.shape == (diffusion.num_timesteps,)
-    plan = build_plan(section(cfg, "sampler"), diffusion)
+    loss = build_loss(run, net, diffusion)
+    assert loss.weights.shape == (diffusion.num_timesteps,)
+    plan = make_plan(run["sampler"], diffusion)
     assert plan.coefs.shape == (plan.num_steps, 5)
 
 
@@ -115,28 +104,129 @@ def test_unknown_name_inside_yaml_lists_valid_ones():
 @pytest.mark.parametrize(
     ("override", "match"),
     [
-        ("schedule.timesteps=-3", "schedule.timesteps"),
+        ("schedule.timesteps=-3", r"schedule.timesteps=-3: must be >= 2"),
+        ("schedule.timesteps=abc", r"schedule.timesteps='abc': expected int"),
+        ("schedule=linear schedule.beta_end=1.5", r"schedule.beta_end=1.5: must be > 0 and <= 1"),
+        ("schedule=linear schedule.beta_start=0.1", r"beta_start=0.1 must be <= .*beta_end"),
+        ("schedule.s=-1", r"schedule.s=-1.0: must be >= 0"),
         ("model.dim_mults=[1,2,2,2,2,2]", "not divisible"),
+        ("model.dim_mults=[]", r"model.dim_mults=\[\]: must have at least 1"),
+        ("model.dim_mults=[1,0]", r"model.dim_mults=\[1, 0\]: must be > 0"),
+        ("model.dim=0", r"model.dim=0: must be > 0"),
+        ("model.init_dim=-4", r"model.init_dim=-4: must be > 0"),
         ("block.groups=3", "block.groups=3"),
+        ("block.groups=0", r"block.groups=0: must be > 0"),
+        ("block=convnext block.mult=0", r"block.mult=0: must be > 0"),
+        ("attention.heads=0", r"attention.heads=0: must be > 0"),
+        ("attention.levels=[5]", r"attention.levels=\[5\] must be U-Net levels 0..1"),
+        ("attention.mid=cross", r"unknown attention 'cross'"),
+        ("loss.delta=0", r"loss.delta=0.0: must be > 0"),
+        ("loss.p2_gamma=-1", r"loss.p2_gamma=-1.0: must be >= 0"),
+        ("loss.min_snr_gamma=0", r"loss.min_snr_gamma=0.0: must be > 0"),
         ("sampler.steps=500", "sampler.steps"),
-        ("model.dim=0", "positive"),
+        ("sampler.steps=0", r"sampler.steps=0: must be > 0"),
+        ("sampler=ddim sampler.eta=-1", r"sampler.eta=-1.0: must be >= 0"),
+        ("sampler=ddpm sampler.variance=medium", r"sampler.variance='medium': must be one of"),
+        ("sampler.clip_denoised=maybe", r"sampler.clip_denoised='maybe': expected bool"),
+        ("dataset.channels=2", r"dataset.channels=2: must be one of 1, 3"),
+        ("dataset.image_size=-28", r"dataset.image_size=-28: must be > 0"),
+        ("trainer.batch_size=0", r"trainer.batch_size=0: must be > 0"),
+        ("trainer.lr=-1", r"trainer.lr=-1.0: must be > 0"),
+        ("trainer.lr=nan", r"trainer.lr=nan: must be a finite number"),
+        ("trainer.min_lr=1", r"trainer.min_lr=1.0 must be <= trainer.lr"),
+        ("trainer.steps=0", r"trainer.steps=0: must be > 0"),
+        ("trainer.epochs=0", r"trainer.epochs=0: must be > 0"),
+        ("trainer.warmup_steps=-1", r"trainer.warmup_steps=-1: must be >= 0"),
+        ("trainer.adam_betas=[0.9]", r"trainer.adam_betas=\[0.9\]: must have 2"),
+        ("trainer.adam_betas=[0.9,1.0]", r"trainer.adam_betas=\[0.9, 1.0\]: must be >= 0 and < 1"),
+        ("trainer.ema_decay=1.5", r"trainer.ema_decay=1.5: must be >= 0 and < 1"),
+        ("trainer.grad_clip=-1", r"trainer.grad_clip=-1.0: must be >= 0"),
+        ("trainer.log_every=0", r"trainer.log_every=0: must be > 0"),
+        ("trainer.sample_every=-5", r"trainer.sample_every=-5: must be >= 0"),
+        ("trainer.keep_checkpoints=0", r"trainer.keep_checkpoints=0: must be > 0"),
+        ("trainer.eval_n=-1", r"trainer.eval_n=-1: must be >= 0"),
+        ("runtime.mode=eager", r"runtime.mode='eager': must be one of graph, pynative"),
+        ("seed=-1", r"seed=-1: must be >= 0"),
+        ("sweep_metric=accuracy", r"sweep_metric='accuracy': must be one of final_loss"),
+        ("sweep_metric=fd", r"sweep_metric=fd is only computed with trainer.eval_n > 0"),
     ],
 )
 def test_bad_values_fail_before_training(override, match):
     with pytest.raises(ConfigError, match=match):
-        tiny_forward(compose_config(override))
+        tiny_forward(compose_config(*override.split()))
 
 
-def test_builder_typo_names_the_group():
-    cfg = compose_config("+schedule.beta_middle=0.1", "schedule=linear")
-    with pytest.raises(ConfigError, match="config group 'schedule'"):
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["loss=mse", "+loss.delta=0.5"], "loss.delta: loss 'mse' does not take this key; "),
+        (["attention=none", "+attention.heads=2"], "attention.heads: attention 'none' does not "),
+        (["+schedule.beta_middle=0.1"], "schedule.beta_middle: schedule 'cosine' does not "),
+        (["+trainer.lr_decay=0.1"], "trainer.lr_decay: trainer 'default' does not take"),
+        (["+runtime.threads=2"], "runtime.threads: runtime does not take this key"),
+        (["+lr=0.1"], "lr: not a config key"),
+        (["~loss.p2_k"], "loss 'huber' needs loss.p2_k"),
+    ],
+)
+def test_keys_an_option_does_not_take_are_errors_that_list_the_ones_it_does(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        resolve(compose_config(*overrides))
+    assert str(err.value).startswith(message)
+    if "does not take" in message:
+        group = overrides[-1].lstrip("+").split(".")[0]
+        name = compose_config(*overrides)[group].get("name")
+        accepted = GROUPS[group].shared_keys() | GROUPS[group].own_keys(name) if name else {}
+        assert all(key in str(err.value) for key in accepted)
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_defaults_live_in_the_yaml_alone(group):
+    """Every option's YAML sets exactly the keys it declares; Python restates no default."""
+    registry = GROUPS[group]
+    for name in registry.names():
+        yaml_keys = set(OmegaConf.load(CONF_DIR / group / f"{name}.yaml")) - {"name"}
+        declared = set(registry.shared_keys()) | set(registry.own_keys(name))
+        assert yaml_keys == declared, f"{group}/{name}.yaml"
+        assert not python_defaults(registry._schemas[name]), f"{group}/{name}"
+    if registry.shared:
+        assert not python_defaults(registry.shared)
+
+
+def python_defaults(declaration) -> list[str]:
+    """The declared keys that carry a default in Python."""
+    if dataclasses.is_dataclass(declaration):
+        return [f.name for f in dataclasses.fields(declaration) if f.default is not MISSING]
+    target = declaration.__init__ if inspect.isclass(declaration) else declaration
+    params = inspect.signature(target).parameters.values()
+    return [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.default is not p.empty]
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_a_new_option_is_one_yaml_and_one_registration(group, tmp_path, monkeypatch):
+    """The README's recipe, for every group: copy an option's YAML under a new name and
+    register an entry under that name; nothing else is touched, and the option builds."""
+    registry = GROUPS[group]
+    base = "default" if group == "trainer" else registry.names()[0]
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF_DIR, conf)
+    text = (conf / group / f"{base}.yaml").read_text().replace(f"name: {base}", "name: fresh")
+    (conf / group / "fresh.yaml").write_text(text)
+    monkeypatch.setitem(registry._entries, "fresh", registry.get(base))
+    monkeypatch.setitem(registry._schemas, "fresh", registry._schemas[base])
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        overrides = [*TINY, f"{group}=fresh"]
+        if group == "attention" and base == "full":
+            overrides.append("attention.levels=[1]")
+        cfg = compose(config_name="config", overrides=overrides)
+    assert resolve(cfg)[group].name == "fresh"
+    if group not in ("dataset", "trainer"):
         tiny_forward(cfg)
 
 
 def test_build_data_checks_shape():
     cfg = compose_config("dataset.image_size=32")
     with pytest.raises(ConfigError, match="image_size=32"):
-        build_data(section(cfg, "dataset"))
+        build_data(resolve(cfg)["dataset"])
 
 
 def test_conf_has_no_stray_files():
@@ -150,9 +240,7 @@ def test_conf_has_no_stray_files():
 def test_attention_levels_select_where_attention_goes():
     def count(levels):
         cfg = compose_config("attention=full", f"attention.levels={levels}")
-        net = build_network(
-            section(cfg, "model"), section(cfg, "block"), section(cfg, "attention"), 1, 28
-        )
+        net = build_network(resolve(cfg))
         return sum(1 for n, _ in net.cells_and_names() if n.endswith("fn") or n == "mid_attn.fn")
 
     assert count("null") == 5  # 2 down + 2 up levels + the middle

@@ -1,14 +1,15 @@
 import numpy as np
 import pytest
 
-from ddpm.diffusion import GaussianDiffusion, predict_x0, q_sample, training_target, velocity
+from ddpm.diffusion import q_sample, velocity
+from ddpm.objectives import OBJECTIVES
 from ddpm.registry import ConfigError
-from ddpm.schedules import make_betas
+from tests.conftest import make_diffusion
 
 
 @pytest.fixture
 def diffusion():
-    return GaussianDiffusion(make_betas("linear", 200))
+    return make_diffusion("linear", 200)
 
 
 def test_q_sample_moments(diffusion):
@@ -49,12 +50,12 @@ def test_posterior_matches_bayes_rule(diffusion):
 @pytest.mark.parametrize("objective", ["pred_noise", "pred_x0", "pred_v"])
 def test_predict_x0_inverts_the_target(objective):
     rng = np.random.default_rng(1)
-    d = GaussianDiffusion(make_betas("cosine", 100), objective=objective)
+    d = make_diffusion("cosine", 100, objective)
     x0, noise = rng.uniform(-1, 1, (4, 8)), rng.standard_normal((4, 8))
     a, s = d.sqrt_alphas_cumprod[37], d.sqrt_one_minus_alphas_cumprod[37]
     x_t = q_sample(x0, noise, a, s)
-    target = training_target(objective, x0, noise, a, s)
-    np.testing.assert_allclose(predict_x0(objective, target, x_t, a, s), x0, atol=1e-10)
+    target = d.objective.target(x0, noise, a, s)
+    np.testing.assert_allclose(d.objective.predict_x0(target, x_t, a, s), x0, atol=1e-10)
 
 
 def test_v_round_trip():
@@ -69,12 +70,11 @@ def test_v_round_trip():
 
 
 def test_zero_terminal_snr_rejects_pred_noise():
-    betas = make_betas("linear", 50, zero_terminal_snr=True)
     with pytest.raises(ConfigError, match="pred_v"):
-        GaussianDiffusion(betas, objective="pred_noise")
-    GaussianDiffusion(betas, objective="pred_v")
+        make_diffusion("linear", 50, "pred_noise", zero_terminal_snr=True)
+    make_diffusion("linear", 50, "pred_v", zero_terminal_snr=True)
 
 
 def test_unknown_objective():
-    with pytest.raises(ConfigError, match="pred_noise, pred_x0, pred_v"):
-        GaussianDiffusion(make_betas("linear", 10), objective="pred_eps")
+    with pytest.raises(ConfigError, match="pred_noise, pred_v, pred_x0"):
+        OBJECTIVES.resolve({"name": "pred_eps"})

@@ -60,8 +60,9 @@ def test_two_workers_stay_identical_write_once_and_resume_exactly(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (weights_0, ema_0), (weights_1, ema_1) = digests(full)
     assert weights_0 == weights_1 and ema_0 == ema_1
-    # Rank 0 alone wrote the event file, checkpoints and summary; both workers trained.
-    assert len(list(full.glob("events.out.tfevents.*"))) == 1
+    # Rank 0 alone wrote the events (a file before each of its 2 checkpoints, and one
+    # after), checkpoints and summary; both workers trained.
+    assert len(list(full.glob("events.out.tfevents.*"))) == 3
     assert [s.step for s in events(full).Scalars("train/loss")] == [2, 4, 6]
     assert sorted(p.name for p in (full / "checkpoints").glob("*.ckpt")) == [
         "step_00000003.ckpt",

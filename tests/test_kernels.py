@@ -144,6 +144,32 @@ def test_switched_off_builds_builtin_ops():
     assert kernels.active()
 
 
+@pytest.mark.parametrize(("env", "key"), [("0", True), ("1", False), (None, False)])
+def test_kernel_switch_and_key_turn_every_fused_op_off(env, key, monkeypatch):
+    """DDPM_CPU_KERNELS=0 or runtime.cpu_kernels=false: a network and its train step are
+    built from MindSpore's own ops only."""
+    from ddpm.build import build_network, resolve
+    from ddpm.runtime import configure_runtime
+    from tests.conftest import compose_config
+
+    if env is None:
+        monkeypatch.delenv("DDPM_CPU_KERNELS", raising=False)
+    else:
+        monkeypatch.setenv("DDPM_CPU_KERNELS", env)
+    run = resolve(compose_config(f"runtime.cpu_kernels={str(key).lower()}", "block=convnext"))
+    try:
+        configure_runtime(run.runtime, mode="pynative")
+        assert not kernels.active()
+        net = build_network(run)
+        fused = [name for name, cell in net.cells_and_names() if getattr(cell, "fused", False)]
+        assert not fused
+    finally:
+        kernels.use(True)
+    monkeypatch.delenv("DDPM_CPU_KERNELS", raising=False)
+    assert kernels.active()  # and with both on, the same network gets the kernels
+    assert any(getattr(c, "fused", False) for _, c in build_network(run).cells_and_names())
+
+
 def test_unknown_softmax_axis_is_refused():
     with pytest.raises(ValueError, match="axis -1 or -2"):
         kernels.Softmax(1)
@@ -302,3 +328,13 @@ def test_adam_ema_skips_a_nonfinite_step_when_asked(graph_mode, skip):
     unchanged = all(np.array_equal(a, b) for a, b in pairs)
     assert unchanged == skip
     assert cell.step.asnumpy()[0] == (1 if skip else 2)
+
+
+def test_fma_peak_loop_reports_its_rate_and_method():
+    """The benchmark's fp32 bound: a positive rate, with the width and threads it used."""
+    from ddpm.bench.__main__ import fma_peak_gflops
+
+    gflops, method = fma_peak_gflops(seconds=0.05, repeats=1)
+    assert np.isfinite(gflops) and gflops > 0
+    width = int(method.split(" x ")[1].split()[0])
+    assert width in (1, 8, 16) and "threads" in method

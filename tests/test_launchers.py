@@ -10,9 +10,8 @@ import yaml
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 
-from ddpm.build import CONF_DIR
+from ddpm.build import CONF_DIR, resolve
 from ddpm.registry import ConfigError
-from ddpm.run import sweep_metric
 from tests.conftest import compose_config
 from tests.test_cli import cli, events
 
@@ -74,12 +73,12 @@ def test_shipped_launcher_configs_compose():
 
 
 def test_sweep_metric_is_checked_before_training():
-    assert sweep_metric(compose_config()) == "hparam/final_loss"
-    assert sweep_metric(compose_config("hparams_search=optuna_fd")) == "hparam/fd"
+    assert resolve(compose_config()).top.sweep_metric == "final_loss"
+    assert resolve(compose_config("hparams_search=optuna_fd")).top.sweep_metric == "fd"
     with pytest.raises(ConfigError, match="final_loss, images_per_s, fd"):
-        sweep_metric(compose_config("sweep_metric=fid"))
+        resolve(compose_config("sweep_metric=fid"))
     with pytest.raises(ConfigError, match="trainer.bpd_n > 0"):
-        sweep_metric(compose_config("sweep_metric=bpd"))
+        resolve(compose_config("sweep_metric=bpd"))
 
 
 @pytest.mark.slow

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from mindspore import nn, ops
 
-from ddpm.diffusion import GaussianDiffusion
 from ddpm.likelihood import (
     discretized_gaussian_log_likelihood,
     model_log_variance,
@@ -18,7 +17,7 @@ from ddpm.likelihood import (
 from ddpm.quality.bpd import NegativeElbo
 from ddpm.registry import ConfigError
 from ddpm.reverse_step import ReverseStep
-from ddpm.schedules import make_betas
+from tests.conftest import make_diffusion
 
 GRID = np.arange(256) / 127.5 - 1.0  # the 8-bit values in [-1, 1]
 
@@ -40,8 +39,8 @@ def test_normal_kl_closed_forms():
 
 def test_prior_term_vanishes_only_with_a_noisy_end():
     x = np.full((2, 1, 4, 4), 0.8)
-    full_noise = GaussianDiffusion(make_betas("cosine", 1000))
-    barely = GaussianDiffusion(make_betas("linear", 10, scale_to_T=False))
+    full_noise = make_diffusion("cosine", 1000)
+    barely = make_diffusion("linear", 10, scale_to_T=False)
     assert prior_bpd(full_noise, x).max() < 1e-4
     assert prior_bpd(barely, x).min() > 0.1
 
@@ -59,7 +58,7 @@ def test_timestep_subset_and_its_interpolated_sum():
 
 
 def test_variance_choice_is_checked_and_floored():
-    d = GaussianDiffusion(make_betas("linear", 100, scale_to_T=True))
+    d = make_diffusion("linear", 100, scale_to_T=True)
     small, large = model_log_variance(d, "small"), model_log_variance(d, "large")
     assert np.isfinite(small).all() and small[0] == small[1] == large[0]
     assert (large[1:] >= small[1:]).all()  # beta_t >= beta~_t
@@ -76,7 +75,7 @@ class ZeroNoise(nn.Cell):
 
 @pytest.fixture
 def setup():
-    d = GaussianDiffusion(make_betas("linear", 100, scale_to_T=True))
+    d = make_diffusion("linear", 100, scale_to_T=True)
     levels = np.random.default_rng(0).integers(0, 256, (1, 1, 4, 4))
     images = np.repeat(GRID[levels], 6, axis=0).astype(np.float32)  # one image, 6 copies
     return d, images
@@ -86,7 +85,7 @@ def test_oracle_network_pays_only_the_decoder_bin(setup, oracle_noise):
     """Knowing x_0 exactly: every KL term vanishes with beta~, and L_0 is the probability
     that N(x_0, beta~_2) falls in x_0's own bin, 2 Phi(h / s) - 1 with h = 1/255."""
     d, images = setup
-    step = ReverseStep(oracle_noise(d, images[:1]), "pred_noise")
+    step = ReverseStep(oracle_noise(d, images[:1]), d.objective, True)
     small = NegativeElbo(images, d, timesteps=None, variance="small")(step, batch=4)
     assert max(small["bpd_terms"][1:]) < 1e-4
     assert small["bpd"] == pytest.approx(small["bpd_prior"] + small["bpd_decoder"], abs=1e-4)
@@ -102,8 +101,8 @@ def test_oracle_network_pays_only_the_decoder_bin(setup, oracle_noise):
 
 def test_bpd_ranks_a_worse_network_and_the_subset_tracks_the_full_sum(setup, oracle_noise):
     d, images = setup
-    oracle = ReverseStep(oracle_noise(d, images[:1]), "pred_noise")
-    zero = ReverseStep(ZeroNoise(), "pred_noise")
+    oracle = ReverseStep(oracle_noise(d, images[:1]), d.objective, True)
+    zero = ReverseStep(ZeroNoise(), d.objective, True)
     full = NegativeElbo(images, d, timesteps=None)(zero, batch=4)
     subset = NegativeElbo(images, d, timesteps=20)(zero, batch=4)
     assert full["bpd"] > 1.0 + NegativeElbo(images, d, timesteps=None)(oracle, batch=4)["bpd"]

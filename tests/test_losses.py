@@ -2,12 +2,15 @@ import numpy as np
 import pytest
 from mindspore import Tensor
 
-from ddpm.losses import LOSSES, loss_weights, min_snr_weights, p2_weights
+from ddpm.build import default_section
+from ddpm.losses import LOSSES, LossWeighting, loss_weights, p2_weights
+from ddpm.objectives import OBJECTIVES
 from ddpm.registry import ConfigError
 
 
-def run(name, diff, delta=1.0):
-    return LOSSES.get(name)(Tensor(np.asarray(diff, np.float32)), delta).asnumpy()
+def run(name, diff, **keys):
+    distance = LOSSES.resolve(default_section("loss", name, **keys))()
+    return distance(Tensor(np.asarray(diff, np.float32))).asnumpy()
 
 
 def test_huber_is_smooth_l1():
@@ -19,7 +22,7 @@ def test_huber_is_smooth_l1():
 def test_huber_delta():
     d = np.array([0.1, 0.5, 2.0])
     np.testing.assert_allclose(
-        run("huber", d, 0.25), [0.5 * 0.01 / 0.25, 0.5 - 0.125, 2 - 0.125], rtol=1e-6
+        run("huber", d, delta=0.25), [0.5 * 0.01 / 0.25, 0.5 - 0.125, 2 - 0.125], rtol=1e-6
     )
 
 
@@ -46,12 +49,17 @@ def test_p2_rejects_k0_at_zero_snr():
 
 def test_min_snr_per_objective():
     snr = np.array([20.0, 5.0, 0.5])
-    np.testing.assert_allclose(min_snr_weights(snr, 5.0, "pred_noise"), [0.25, 1.0, 1.0])
-    np.testing.assert_allclose(min_snr_weights(snr, 5.0, "pred_v"), [5 / 21, 5 / 6, 0.5 / 1.5])
-    np.testing.assert_allclose(min_snr_weights(snr, 5.0, "pred_x0"), [5.0, 5.0, 0.5])
+    expected = {
+        "pred_noise": [0.25, 1.0, 1.0],
+        "pred_v": [5 / 21, 5 / 6, 0.5 / 1.5],
+        "pred_x0": [5.0, 5.0, 0.5],
+    }
+    for name, weights in expected.items():
+        np.testing.assert_allclose(OBJECTIVES.get(name)().min_snr_weight(snr, 5.0), weights)
 
 
 def test_weights_combine():
     snr = np.array([20.0, 0.5])
-    got = loss_weights(snr, "pred_noise", p2_gamma=1.0, p2_k=1.0, min_snr_gamma=5.0)
+    weighting = LossWeighting(p2_gamma=1.0, p2_k=1.0, min_snr_gamma=5.0)
+    got = loss_weights(snr, OBJECTIVES.get("pred_noise")(), weighting)
     np.testing.assert_allclose(got, [1 / 21 * 0.25, 1 / 1.5])

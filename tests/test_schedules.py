@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from ddpm.registry import ConfigError
-from ddpm.schedules import SCHEDULES, make_betas
+from ddpm.schedules import SCHEDULES
+from tests.conftest import make_betas
 
 
 def alpha_bar(betas):

@@ -6,7 +6,7 @@ from mindspore import Tensor, nn, ops
 from mindspore import dtype as mstype
 
 from ddpm import checkpoint, kernels
-from ddpm.build import build_diffusion, build_network, build_optimizer, section
+from ddpm.build import build_diffusion, build_network, build_optimizer, resolve
 from ddpm.schedule_lr import cosine_lr, ema_decay
 from ddpm.train_step import DenoisingLoss, TrainStep, ema_name, load_ema
 from tests.conftest import compose_config
@@ -14,13 +14,18 @@ from tests.conftest import compose_config
 
 def make_step(grad_clip=1.0, lr=3e-3, steps=40, fused_update=True, skip_nonfinite=False):
     """A TrainStep on a tiny U-Net; fused_update=False runs Adam and the EMA as graph ops."""
-    cfg = compose_config(f"trainer.lr={lr}", f"trainer.steps={steps}", "trainer.warmup_steps=0")
-    diffusion = build_diffusion(section(cfg, "schedule"), section(cfg, "objective"))
-    net = build_network(
-        section(cfg, "model"), section(cfg, "block"), section(cfg, "attention"), 1, 8
+    run = resolve(
+        compose_config(
+            f"trainer.lr={lr}",
+            f"trainer.steps={steps}",
+            "trainer.warmup_steps=0",
+            "dataset.image_size=8",
+            "loss=mse",
+        )
     )
-    loss_fn = DenoisingLoss(net, diffusion, np.ones(diffusion.num_timesteps), "mse")
-    optimizer, _ = build_optimizer(section(cfg, "trainer"), net, steps)
+    diffusion, net = build_diffusion(run), build_network(run)
+    loss_fn = DenoisingLoss(net, diffusion, run["loss"](), np.ones(diffusion.num_timesteps))
+    optimizer, _ = build_optimizer(run.trainer, net, steps)
     was_on = kernels.active()
     kernels.use(was_on and fused_update)
     try:

@@ -6,8 +6,13 @@
 Each (framework, case) runs in a fresh process, so peak RSS is that case's own. Figures:
 train-step median (after warm-up), first step (graph compile included), the sampling
 forward at batch 64, 64 samples with DDIM-50 and with DDPM over all T steps, peak RSS,
-GFLOP/s from PyTorch's flop counter, and that as a fraction of the machine's fp32 matmul
-peak. The table prints MindSpore/PyTorch ratios (< 1 means MindSpore is faster).
+GFLOP/s from PyTorch's flop counter, and that as a fraction of the machine's fp32 peak.
+The table prints MindSpore/PyTorch ratios (< 1 means MindSpore is faster).
+
+The fp32 peak comes from an FMA throughput loop in the kernel library (independent chains
+in registers on every thread: cores x FMA units x vector width x 2 x clock), which no
+kernel can beat; a 2048^2 matmul's rate prints beside it for reference, since a GEMM
+library may fall well short of the peak on some CPUs.
 
 The train step is also timed step-paired: one process per framework stays up, and the two
 take `--pairs` turns, one train step each (first in alternating order), so both are timed in
@@ -17,7 +22,7 @@ each framework's median over the pairs, and the median and quartiles of the per-
 ratios print below it.
 
 MindSpore runs with ddpm's settings (ddpm.kernels, the oneDNN ISA cap, libgomp's passive
-wait); PyTorch and the matmul peak run without the variables `import ddpm` set, since
+wait); PyTorch and the peak run without the variables `import ddpm` set, since
 PyTorch's own OpenMP loops slow down about 1.8x under the passive wait. `--builtin` adds
 MindSpore with its built-in ops only (DDPM_CPU_KERNELS=0), for the kernels' share.
 """
@@ -81,11 +86,12 @@ def mindspore_worker(
     import mindspore as ms
     from mindspore import Tensor
     from mindspore import dtype as mstype
+    from omegaconf import OmegaConf
 
     from ddpm import kernels
-    from ddpm.build import build_diffusion, build_network, build_optimizer
+    from ddpm.build import build_diffusion, build_network, build_optimizer, default_section, resolve
     from ddpm.reverse_step import ReverseStep, p_sample_loop
-    from ddpm.samplers import make_plan
+    from ddpm.samplers import SAMPLERS, make_plan
     from ddpm.train_step import DenoisingLoss, TrainStep
 
     ms.set_device("CPU")
@@ -93,11 +99,11 @@ def mindspore_worker(
     ms.set_seed(0)
     c, size = cfg["dataset"]["channels"], cfg["dataset"]["image_size"]
     batch = cfg["trainer"]["batch_size"]
-    diffusion = build_diffusion(cfg["schedule"], cfg["objective"])
-    net_args = (cfg["model"], cfg["block"], cfg["attention"], c, size)
-    net = build_network(*net_args)
-    loss = DenoisingLoss(net, diffusion, np.ones(diffusion.num_timesteps), "huber")
-    optimizer, _ = build_optimizer(cfg["trainer"], net, 1000)
+    run = resolve(OmegaConf.create(cfg))
+    diffusion = build_diffusion(run)
+    net = build_network(run)
+    loss = DenoisingLoss(net, diffusion, run["loss"](), np.ones(diffusion.num_timesteps))
+    optimizer, _ = build_optimizer(run.trainer, net, 1000)
     step = TrainStep(loss, optimizer, 1.0)
     rng = np.random.default_rng(0)
     x = Tensor(rng.uniform(-1, 1, (batch, c, size, size)).astype(np.float32))
@@ -110,7 +116,7 @@ def mindspore_worker(
     if serve:
         return serve_steps(run_step)
     train = median_time(run_step, steps)
-    reverse = ReverseStep(build_network(*net_args), diffusion.objective)
+    reverse = ReverseStep(build_network(run), diffusion.objective, True)
     xs = Tensor(rng.standard_normal((SAMPLE_N, c, size, size)).astype(np.float32))
     ts = Tensor(np.full(SAMPLE_N, 10, np.int32))
     coefs = Tensor(np.array([0.5, 0.8, 0.3, 0.9, 0.1], np.float32))
@@ -119,7 +125,7 @@ def mindspore_worker(
     forward = median_time(fwd, max(3, steps // 2))
 
     def sample_time(name: str, **params) -> float:
-        plan = make_plan(diffusion, name, **params)
+        plan = make_plan(SAMPLERS.resolve(default_section("sampler", name, **params)), diffusion)
         shape = (SAMPLE_N, c, size, size)
         return median_time(lambda: p_sample_loop(reverse, plan, shape, seed=0), 1)
 
@@ -162,11 +168,11 @@ def torch_worker(
     serve: bool = False,
 ) -> dict[str, float]:
     import torch
+    from omegaconf import OmegaConf
     from torch.utils.flop_counter import FlopCounterMode
 
     from ddpm.bench.torch_twin import TrainStep, UNet
-    from ddpm.diffusion import GaussianDiffusion
-    from ddpm.schedules import make_betas
+    from ddpm.build import build_diffusion, resolve
 
     torch.manual_seed(0)
     torch.set_num_threads(threads)
@@ -175,8 +181,7 @@ def torch_worker(
         cfg["dataset"]["image_size"],
         cfg["trainer"]["batch_size"],
     )
-    sched = {k: v for k, v in cfg["schedule"].items() if k != "name"}
-    diffusion = GaussianDiffusion(make_betas(cfg["schedule"]["name"], **sched))
+    diffusion = build_diffusion(resolve(OmegaConf.create(cfg)))
     net = UNet(cfg["model"], cfg["block"], cfg["attention"], c)
     step = TrainStep(net, diffusion.sqrt_alphas_cumprod, diffusion.sqrt_one_minus_alphas_cumprod)
     x = torch.rand(batch, c, size, size) * 2 - 1
@@ -207,6 +212,27 @@ def torch_worker(
 
     result = figures(train, first, forward, sample_time, diffusion.num_timesteps, ddpm_steps)
     return {**result, "train_gflop": train_flops / 1e9, "forward_64_gflop": forward_flops / 1e9}
+
+
+def fma_peak_gflops(seconds: float = 0.5, repeats: int = 3) -> tuple[float, str]:
+    """The machine's fp32 peak: independent FMA chains in registers on every OpenMP thread
+    (FmaPeakGflops in the kernel library), best of `repeats` runs of about `seconds`."""
+    import ctypes
+
+    from ddpm.kernels.build import library
+
+    path = library()
+    if path is None:
+        return float("nan"), "unavailable (no compiled kernel library)"
+    fn = ctypes.CDLL(str(path)).FmaPeakGflops
+    fn.restype = ctypes.c_double
+    out = [ctypes.c_int(), ctypes.c_int(), ctypes.c_float()]
+    fn.argtypes = [ctypes.c_int64, *(ctypes.POINTER(type(o)) for o in out)]
+    probe = 10**6
+    iterations = max(probe, int(probe * seconds / (probe * 2 * 12 / 50e9)))  # ~50 GFLOP/s guess
+    rates = [fn(iterations, *map(ctypes.byref, out)) for _ in range(repeats)]
+    width, threads = out[0].value, out[1].value
+    return max(rates), f"FMA loop, {threads} threads x {width} floats, 12 chains each"
 
 
 def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> tuple[float, str]:
@@ -264,7 +290,7 @@ ROWS = [
     ("ddpm_T_s", "64 samples, DDPM T (s)"),
     ("peak_rss_mb", "peak RSS (MB)"),
     ("train_gflops", "train GFLOP/s"),
-    ("train_peak_frac", "train / matmul peak"),
+    ("train_peak_frac", "train / fp32 peak"),
 ]
 
 
@@ -386,11 +412,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         print(json.dumps(worker(args.worker, cases[0], args)))
         return 0
-    peak = run_worker("peak", cases[0], args) or {"gflops": float("nan"), "source": "failed"}
-    print(f"fp32 matmul peak (2048^2, {peak['source']}): {peak['gflops']:.0f} GFLOP/s")
+    failed = {"gflops": float("nan"), "source": "failed", "matmul_gflops": float("nan")}
+    peak = run_worker("peak", cases[0], args) or failed
+    print(f"fp32 peak ({peak['source']}): {peak['gflops']:.0f} GFLOP/s, the bound for rates")
+    print(f"fp32 matmul 2048^2 ({peak['matmul_source']}): {peak['matmul_gflops']:.0f} GFLOP/s")
     print(f"PyTorch intra-op threads: {args.torch_threads}")
     report: dict[str, Any] = {
-        "matmul_peak_gflops": peak["gflops"],
+        "fp32_peak_gflops": peak["gflops"],
+        "fp32_peak_method": peak["source"],
+        "matmul_gflops": peak["matmul_gflops"],
         "torch_threads": args.torch_threads,
         "cases": {},
     }
@@ -417,8 +447,14 @@ def main(argv: list[str] | None = None) -> int:
 def worker(name: str, case: str, args: argparse.Namespace) -> dict[str, Any]:
     """The body of one worker process."""
     if name == "peak":
-        gflops, source = matmul_peak_gflops()
-        return {"gflops": gflops, "source": source}
+        gflops, source = fma_peak_gflops()
+        matmul, matmul_source = matmul_peak_gflops()
+        return {
+            "gflops": gflops,
+            "source": source,
+            "matmul_gflops": matmul,
+            "matmul_source": matmul_source,
+        }
     cfg = case_config(case)
     if name == "torch":
         return torch_worker(cfg, args.steps, args.ddpm_steps, args.torch_threads, args.serve)

@@ -65,7 +65,7 @@ class ConvNextBlock(nn.Module):
 
 
 class FullAttention(nn.Module):
-    def __init__(self, dim: int, heads: int = 4, dim_head: int = 32) -> None:
+    def __init__(self, dim: int, heads: int, dim_head: int) -> None:
         super().__init__()
         self.heads, self.scale = heads, dim_head**-0.5
         self.to_qkv = conv(dim, heads * dim_head * 3, 1, bias=False)
@@ -89,7 +89,7 @@ class ChannelLayerNorm(nn.Module):
 
 
 class LinearAttention(nn.Module):
-    def __init__(self, dim: int, heads: int = 4, dim_head: int = 32) -> None:
+    def __init__(self, dim: int, heads: int, dim_head: int) -> None:
         super().__init__()
         self.heads, self.scale = heads, dim_head**-0.5
         self.to_qkv = conv(dim, heads * dim_head * 3, 1, bias=False)
@@ -117,10 +117,11 @@ BLOCKS = {"resnet": ResnetBlock, "convnext": ConvNextBlock}
 ATTENTIONS = {"full": FullAttention, "linear": LinearAttention}
 
 
-def attention(kind: str, dim: int, heads: int, dim_head: int) -> nn.Module:
+def attention(kind: str, dim: int, section: dict[str, Any]) -> nn.Module:
+    """The residual attention of `kind`, with the heads and dim_head of the section."""
     if kind == "none":
         return nn.Identity()
-    return PreNormResidual(dim, ATTENTIONS[kind](dim, heads, dim_head))
+    return PreNormResidual(dim, ATTENTIONS[kind](dim, section["heads"], section["dim_head"]))
 
 
 class Level(nn.Module):
@@ -148,10 +149,7 @@ class UNet(nn.Module):
         mk = lambda i, o: BLOCKS[block["name"]](i, o, time_dim, **params)  # noqa: E731
         levels = attn.get("levels")
         at = lambda d, lvl: attention(  # noqa: E731
-            attn["name"] if levels is None or lvl in levels else "none",
-            d,
-            attn["heads"],
-            attn["dim_head"],
+            attn["name"] if levels is None or lvl in levels else "none", d, attn
         )
         self.init_conv = conv(channels, init_dim, 7)
         self.time_mlp = nn.Sequential(
@@ -174,7 +172,7 @@ class UNet(nn.Module):
         )
         mid = dims[-1]
         self.mid_block1, self.mid_block2 = mk(mid, mid), mk(mid, mid)
-        self.mid_attn = attention(attn["mid"], mid, attn["heads"], attn["dim_head"])
+        self.mid_attn = attention(attn["mid"], mid, attn)
         self.final_block, self.final_conv = mk(init_dim, dim), conv(dim, channels, 1)
 
     def forward(self, x, t):

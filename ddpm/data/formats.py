@@ -9,10 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-class DatasetError(RuntimeError):
-    """Data is missing, corrupt or truncated; the message names the file or the folders searched."""
-
+from ddpm.errors import DatasetError
 
 IDX_DTYPES = {0x08: np.uint8}
 

@@ -15,6 +15,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 
@@ -27,8 +28,34 @@ from ddpm.data.formats import (
     read_image_folder,
 )
 from ddpm.registry import Registry
+from ddpm.schema import OneOf, PositiveInt
 
-DATASETS = Registry("dataset")
+
+@dataclass(frozen=True)
+class DatasetKeys:
+    """The keys every dataset takes."""
+
+    image_size: PositiveInt  # images are resized (image_folder) or must already be this size
+    channels: Annotated[int, OneOf((1, 3))]
+    random_flip: bool  # horizontal flips as augmentation
+
+
+@dataclass(frozen=True)
+class Downloadable:
+    """Keys of a dataset that is searched for, and downloaded if missing."""
+
+    root: str | None  # searched first; see the module docstring for the rest
+    download: bool
+
+
+@dataclass(frozen=True)
+class UserFolder:
+    """Keys of a dataset that is a folder the user names."""
+
+    root: str
+
+
+DATASETS = Registry("dataset", shared=DatasetKeys)
 
 IDX_FILES = {
     "train": "train-images-idx3-ubyte.gz",
@@ -124,7 +151,7 @@ for _src in (
         how_to_get="set dataset.root=<a folder of images>",
     ),
 ):
-    DATASETS.register(_src.name)(_src)
+    DATASETS.register(_src.name, schema=UserFolder if not _src.required else Downloadable)(_src)
 
 
 def candidate_roots(name: str, root: str | None, system_dirs: tuple[str, ...]) -> list[Path]:

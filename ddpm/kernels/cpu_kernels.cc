@@ -12,6 +12,9 @@
 #include <vector>
 
 #include <omp.h>
+#if defined(__AVX512F__) || defined(__AVX2__)
+#include <immintrin.h>
+#endif
 
 namespace {
 
@@ -868,4 +871,65 @@ extern "C" int AdamEma(AOT_ARGS) {
   a.lr_t = lr * std::sqrt(1.f - b2t) / (1.f - b1t);
   adam_ema(slices, a);
   return 0;
+}
+
+// ---- the machine's fp32 peak, for the benchmark -------------------------------------------
+// Every thread runs kChains independent FMA chains in registers for `iterations` rounds, so
+// no memory traffic or dependency stalls bound it: the rate is cores x FMA units x vector
+// width x 2 flops x clock, the ceiling no kernel here can pass. Returns GFLOP/s over all
+// OpenMP threads, timed with omp_get_wtime; it reports the vector width and threads used,
+// and the chains' sum (which keeps the compiler from dropping the loop).
+namespace {
+constexpr int kChains = 12;  // > FMA latency (4) x FMA units (2): the pipes never wait
+
+#if defined(__AVX512F__)
+using Vec = __m512;
+constexpr int kWidth = 16;
+inline Vec vset(float v) { return _mm512_set1_ps(v); }
+inline Vec vfma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
+inline float vfirst(Vec a) { return _mm512_cvtss_f32(a); }
+#elif defined(__AVX2__) && defined(__FMA__)
+using Vec = __m256;
+constexpr int kWidth = 8;
+inline Vec vset(float v) { return _mm256_set1_ps(v); }
+inline Vec vfma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
+inline float vfirst(Vec a) { return _mm256_cvtss_f32(a); }
+#else
+using Vec = float;
+constexpr int kWidth = 1;
+inline Vec vset(float v) { return v; }
+inline Vec vfma(Vec a, Vec b, Vec c) { return std::fma(a, b, c); }
+inline float vfirst(Vec a) { return a; }
+#endif
+
+float fma_chains(int64_t iterations, float seed) {
+  Vec acc[kChains];
+  for (int c = 0; c < kChains; ++c) acc[c] = vset(seed + c);
+  const Vec scale = vset(0.999999f), shift = vset(1e-7f);  // stays finite and normal
+  for (int64_t i = 0; i < iterations; ++i) {
+    for (int c = 0; c < kChains; ++c) acc[c] = vfma(acc[c], scale, shift);
+  }
+  float sum = 0.0f;
+  for (int c = 0; c < kChains; ++c) sum += vfirst(acc[c]);
+  return sum;  // returned so that the loop is not optimised away
+}
+}  // namespace
+
+extern "C" double FmaPeakGflops(int64_t iterations, int* vector_floats, int* threads,
+                                float* checksum) {
+  float sink = 0.0f;
+  int used = 1;
+  const double start = omp_get_wtime();
+#pragma omp parallel reduction(+ : sink)
+  {
+#pragma omp single
+    used = omp_get_num_threads();
+    sink += fma_chains(iterations, 1.0f + omp_get_thread_num());
+  }
+  const double seconds = omp_get_wtime() - start;
+  *vector_floats = kWidth;
+  *threads = used;
+  *checksum = sink;
+  const double flops = 2.0 * kChains * kWidth * static_cast<double>(iterations) * used;
+  return flops / seconds / 1e9;
 }

@@ -13,20 +13,21 @@ from mindspore.ops import signature as sig
 
 from ddpm.kernels.build import library
 
-_requested = os.environ.get("DDPM_CPU_KERNELS", "1") != "0"
+_requested = True
 
 
 def use(enabled: bool) -> None:
-    """Turn the fused kernels on or off for networks built after this call."""
+    """Turn the fused kernels on or off for networks built after this call (the config's
+    runtime.cpu_kernels); DDPM_CPU_KERNELS=0 in the environment keeps them off either way."""
     global _requested
     _requested = enabled
 
 
 def active() -> bool:
     """Whether networks built now get the fused kernels."""
-    if not _requested or ms.get_context("device_target") != "CPU":
+    if not _requested or os.environ.get("DDPM_CPU_KERNELS", "1") == "0":
         return False
-    return library() is not None
+    return ms.get_context("device_target") == "CPU" and library() is not None
 
 
 def _same(x, *_):

@@ -1,14 +1,33 @@
-"""Self-attention over pixels. Interface: Attention(dim, heads, dim_head)(x) -> x-shaped."""
+"""Self-attention over pixels. Interface: Attention(dim, *, keys)(x) -> x-shaped.
+
+The keyword-only parameters are the keys of the attention's config section; `levels` and
+`mid`, which every attention takes, say where the U-Net places it (`placement`).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from mindspore import Tensor, nn, ops
 
 from ddpm.kernels import ChannelLayerNorm, GroupNorm, Softmax
 from ddpm.nn.layers import conv
-from ddpm.registry import Registry
+from ddpm.registry import Option, Registry
+from ddpm.schema import NonNegativeInt, PositiveInt
 
-ATTENTIONS = Registry("attention")
+AttentionFactory = Callable[[int, int], nn.Cell]  # (channels, level) -> layer
+
+
+@dataclass(frozen=True)
+class AttentionKeys:
+    """The keys every attention takes: where the U-Net places it."""
+
+    levels: list[NonNegativeInt] | None  # levels with attention (0 = full resolution); null: all
+    mid: str  # the attention of the middle block, an attention name
+
+
+ATTENTIONS = Registry("attention", shared=AttentionKeys)
 
 # Batched matmuls that read an operand transposed, with no Transpose op in the graph.
 _matmul_at = ops.BatchMatMul(transpose_a=True)  # a^T b
@@ -24,7 +43,7 @@ def _split_heads(x: Tensor, heads: int) -> Tensor:
 class FullAttention(nn.Cell):
     """Multi-head softmax attention (Vaswani et al. 2017); O(N^2) in the pixel count N."""
 
-    def __init__(self, dim: int, heads: int = 4, dim_head: int = 32) -> None:
+    def __init__(self, dim: int, *, heads: PositiveInt, dim_head: PositiveInt) -> None:
         super().__init__()
         self.heads, self.scale = heads, dim_head**-0.5
         self.to_qkv = conv(dim, heads * dim_head * 3, 1, bias=False)
@@ -46,7 +65,7 @@ class FullAttention(nn.Cell):
 class LinearAttention(nn.Cell):
     """Linear attention (Shen et al. 2018): softmax q over d and k over N; O(N) in pixels."""
 
-    def __init__(self, dim: int, heads: int = 4, dim_head: int = 32) -> None:
+    def __init__(self, dim: int, *, heads: PositiveInt, dim_head: PositiveInt) -> None:
         super().__init__()
         self.heads, self.scale = heads, dim_head**-0.5
         self.to_qkv = conv(dim, heads * dim_head * 3, 1, bias=False)
@@ -69,7 +88,7 @@ class LinearAttention(nn.Cell):
 class NoAttention(nn.Cell):
     """The identity; selects a U-Net without attention."""
 
-    def __init__(self, dim: int, heads: int = 4, dim_head: int = 32) -> None:
+    def __init__(self, dim: int) -> None:
         super().__init__()
 
     def construct(self, x: Tensor) -> Tensor:
@@ -88,7 +107,26 @@ class PreNormResidual(nn.Cell):
         return x + self.fn(self.norm(x))
 
 
-def attention_layer(kind: str, dim: int, heads: int, dim_head: int) -> nn.Cell:
-    """The residual pre-norm attention of `kind`; 'none' adds no layer and no parameters."""
-    fn = ATTENTIONS.get(kind)(dim, heads=heads, dim_head=dim_head)
+def residual(attention: Option, dim: int) -> nn.Cell:
+    """The residual pre-norm layer of an attention option; 'none' adds no layer or parameter."""
+    fn = attention(dim)
     return fn if isinstance(fn, NoAttention) else PreNormResidual(dim, fn)
+
+
+def placement(attention: Option) -> tuple[AttentionFactory, AttentionFactory]:
+    """The per-level and the middle attention layers of a resolved attention option.
+
+    The middle attention (`mid`) takes those of the section's keys that its type accepts.
+    """
+    keys: AttentionKeys = attention.shared
+    mid_keys = ATTENTIONS.own_keys(keys.mid)
+    mid_section = {"name": keys.mid, "levels": None, "mid": keys.mid}
+    mid_section.update({k: v for k, v in attention.params.items() if k in mid_keys})
+    mid = ATTENTIONS.resolve(mid_section, prefix="attention")
+    none = Option("attention", "none", NoAttention, {})
+
+    def per_level(dim: int, level: int) -> nn.Cell:
+        chosen = attention if keys.levels is None or level in keys.levels else none
+        return residual(chosen, dim)
+
+    return per_level, lambda dim, level: residual(mid, dim)

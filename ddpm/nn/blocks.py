@@ -1,4 +1,7 @@
-"""Time-conditioned conv blocks. Interface: Block(dim_in, dim_out, time_dim, **cfg)(x, temb)."""
+"""Time-conditioned conv blocks. Interface: Block(dim_in, dim_out, time_dim, *, keys)(x, temb).
+
+The keyword-only parameters are the keys of the block's config section (ddpm.schema).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,8 @@ from mindspore import Tensor, nn, ops
 
 from ddpm.kernels import DepthwiseConv2d, GroupNorm
 from ddpm.nn.layers import conv, gelu
-from ddpm.registry import Registry
+from ddpm.registry import ConfigError, Registry
+from ddpm.schema import PositiveInt
 
 BLOCKS = Registry("block")
 
@@ -15,8 +19,13 @@ BLOCKS = Registry("block")
 class ResnetBlock(nn.Cell):
     """Wide-ResNet block (Zagoruyko & Komodakis 2016) with scale-shift time conditioning."""
 
-    def __init__(self, dim_in: int, dim_out: int, time_dim: int, groups: int = 8) -> None:
+    def __init__(self, dim_in: int, dim_out: int, time_dim: int, *, groups: PositiveInt) -> None:
         super().__init__()
+        if dim_out % groups:
+            raise ConfigError(
+                f"block.groups={groups} does not divide {dim_out}, the width of a U-Net block; "
+                "GroupNorm needs it to divide every width (model.dim x model.dim_mults)"
+            )
         self.time_mlp = nn.SequentialCell(nn.SiLU(), nn.Dense(time_dim, dim_out * 2))
         # conv -> GroupNorm -> SiLU, twice; the norms apply the SiLU themselves.
         self.conv1, self.norm1 = conv(dim_in, dim_out, 3), GroupNorm(groups, dim_out, silu=True)
@@ -35,7 +44,7 @@ class ConvNextBlock(nn.Cell):
     """ConvNeXt block (Liu et al. 2022), as in the seed: 7x7 depthwise + time, conv-GELU-conv."""
 
     def __init__(
-        self, dim_in: int, dim_out: int, time_dim: int, mult: int = 2, norm: bool = True
+        self, dim_in: int, dim_out: int, time_dim: int, *, mult: PositiveInt, norm: bool
     ) -> None:
         super().__init__()
         self.time_mlp = nn.SequentialCell(gelu(), nn.Dense(time_dim, dim_in))

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from typing import Annotated
 
 from mindspore import Tensor, nn, ops
 
-from ddpm.nn.attention import attention_layer
+from ddpm.nn.attention import AttentionFactory
 from ddpm.nn.layers import SinusoidalEmbedding, conv, downsample, gelu, upsample
+from ddpm.registry import Registry
+from ddpm.schema import Length, PositiveInt, Range
 
-BlockFactory = Callable[[int, int, int], nn.Cell]
-AttentionFactory = Callable[[int, int], nn.Cell]  # (channels, level) -> layer
+BlockFactory = Callable[[int, int, int], nn.Cell]  # (dim_in, dim_out, time_dim) -> block
+MODELS = Registry("model")
 
 
 class _Level(nn.Cell):
@@ -24,6 +27,7 @@ class _Level(nn.Cell):
         return self.attn(self.block2(self.block1(x, temb), temb))
 
 
+@MODELS.register("unet")
 class UNet(nn.Cell):
     """eps_theta(x_t, t): [B, C, H, W], [B] -> [B, C, H, W].
 
@@ -34,12 +38,13 @@ class UNet(nn.Cell):
     def __init__(
         self,
         channels: int,
-        dim: int,
-        dim_mults: Sequence[int],
         make_block: BlockFactory,
         make_attention: AttentionFactory,
         make_mid_attention: AttentionFactory,
-        init_dim: int | None = None,
+        *,
+        dim: PositiveInt,  # base width; level i has dim * dim_mults[i] channels
+        dim_mults: Annotated[list[int], Range(gt=0), Length(1, at_least=True)],
+        init_dim: Annotated[int | None, Range(gt=0)],  # the first conv's width; null: dim
     ) -> None:
         super().__init__()
         init_dim = init_dim or dim
@@ -95,15 +100,3 @@ class UNet(nn.Cell):
             x = self.ups[i](x, temb)
             x = self.up_samplers[i](x)
         return self.final_conv(self.final_block(x, temb))
-
-
-def attention_factory(
-    kind: str, heads: int, dim_head: int, levels: Sequence[int] | None = None
-) -> AttentionFactory:
-    """Attention of `kind` at the given U-Net levels (0 = full resolution; None = all)."""
-
-    def make(dim: int, level: int) -> nn.Cell:
-        chosen = kind if levels is None or level in levels else "none"
-        return attention_layer(chosen, dim, heads, dim_head)
-
-    return make
