@@ -103,10 +103,10 @@ def load_run(run_dir: Path, ckpt: Path | None = None) -> LoadedRun:
 
 
 def sample(args: argparse.Namespace) -> int:
+    sampler = sampler_option(load_config(args.run_dir), args)  # the flags, before any loading
     run = load_run(args.run_dir, args.checkpoint)
     cfg, diffusion, network = run.cfg, run.diffusion, run.network
     c, size = cfg.dataset.channels, cfg.dataset.image_size
-    sampler = sampler_option(cfg, args)
     step = ReverseStep(network, diffusion.objective, sampler.shared.clip_denoised)
     frames: list[np.ndarray] = []
     plan = make_plan(sampler, diffusion)

@@ -13,6 +13,8 @@ from ddpm.data.sources import DATASETS, Source, fetch, locate, md5sum
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
+MNIST_SHAPE = {"image_size": 28, "channels": 1}
+
 
 def write_idx(path: Path, images: np.ndarray, compress: bool = True) -> None:
     header = bytes([0, 0, 0x08, images.ndim]) + b"".join(
@@ -32,8 +34,8 @@ def isolated(monkeypatch, tmp_path):
 
 @pytest.mark.skipif(not FASHION.is_dir(), reason="needs Debian's dataset-fashion-mnist (make data)")
 def test_real_fashion_mnist():
-    train = load_images("fashion_mnist", download=False)
-    test = load_images("fashion_mnist", split="test", download=False)
+    train = load_images("fashion_mnist", split="train", **MNIST_SHAPE)
+    test = load_images("fashion_mnist", split="test", **MNIST_SHAPE)
     assert train.shape == (60000, 28, 28, 1) and test.shape == (10000, 28, 28, 1)
     assert train.dtype == np.uint8 and train.max() == 255 and 70 < train.mean() < 75
 
@@ -44,7 +46,7 @@ def test_mnist_from_idx_files(isolated):
     images = np.random.default_rng(0).integers(0, 256, (5, 28, 28))
     write_idx(root / "train-images-idx3-ubyte.gz", images)
     write_idx(root / "t10k-images-idx3-ubyte.gz", images[:2])
-    got = load_images("mnist", root=str(root), download=False)
+    got = load_images("mnist", root=str(root), split="train", **MNIST_SHAPE)
     np.testing.assert_array_equal(got[..., 0], images)
 
 
@@ -56,7 +58,7 @@ def test_truncated_idx_names_the_file(isolated):
     write_idx(bad, np.zeros((5, 28, 28)))
     bad.write_bytes(bad.read_bytes()[:-20])  # cut the gzip stream
     with pytest.raises(DatasetError, match=str(bad)):
-        load_images("mnist", root=str(root), download=False)
+        load_images("mnist", root=str(root), split="train", **MNIST_SHAPE)
 
 
 def test_idx_with_wrong_size_names_the_file(isolated):
@@ -67,13 +69,13 @@ def test_idx_with_wrong_size_names_the_file(isolated):
     bad.write_bytes(gzip.compress(header + bytes(100)))
     write_idx(root / "t10k-images-idx3-ubyte.gz", np.zeros((2, 28, 28)))
     with pytest.raises(DatasetError, match=f"{bad}.*truncated"):
-        load_images("mnist", root=str(root), download=False)
+        load_images("mnist", root=str(root), split="train", **MNIST_SHAPE)
 
 
 def test_missing_data_says_where_it_looked_and_how_to_get_it(isolated, monkeypatch):
     monkeypatch.setenv("DDPM_DATA", str(isolated / "data"))
     with pytest.raises(DatasetError) as err:
-        load_images("mnist", root=str(isolated / "nowhere"), download=False)
+        load_images("mnist", root=str(isolated / "nowhere"), split="train", **MNIST_SHAPE)
     message = str(err.value)
     for folder in [
         isolated / "nowhere",
@@ -134,7 +136,7 @@ def write_cifar(folder: Path, n: int, seed: int) -> np.ndarray:
 
 def test_cifar10_pickles(isolated):
     data = write_cifar(isolated / "c" / "cifar-10-batches-py", 4, 0)
-    got = load_images("cifar10", root=str(isolated / "c"), download=False)
+    got = load_images("cifar10", root=str(isolated / "c"), split="train", image_size=32, channels=3)
     assert got.shape == (20, 32, 32, 3)
     np.testing.assert_array_equal(got[0, :, :, 1], data[0, 1024:2048].reshape(32, 32))
 
@@ -144,7 +146,7 @@ def test_corrupt_cifar_names_the_file(isolated):
     write_cifar(folder, 2, 0)
     (folder / "data_batch_3").write_bytes(b"\x80\x04garbage")
     with pytest.raises(DatasetError, match="data_batch_3"):
-        load_images("cifar10", root=str(isolated / "c"), download=False)
+        load_images("cifar10", root=str(isolated / "c"), split="train", image_size=32, channels=3)
 
 
 def test_image_folder_resizes_and_crops(isolated):
@@ -154,10 +156,14 @@ def test_image_folder_resizes_and_crops(isolated):
     wide[:, 30:50] = 255  # a white band in the centre survives the centre crop
     Image.fromarray(wide).save(folder / "a.png")
     Image.fromarray(np.full((50, 50, 3), 128, np.uint8)).save(folder / "b.jpg")
-    got = load_images("image_folder", root=str(isolated / "imgs"), image_size=16, channels=3)
+    got = load_images(
+        "image_folder", root=str(isolated / "imgs"), split="train", image_size=16, channels=3
+    )
     assert got.shape == (2, 16, 16, 3)
     assert got[0, :, 8].mean() > 200 and got[0, :, 0].mean() < 30
-    gray = load_images("image_folder", root=str(isolated / "imgs"), image_size=8, channels=1)
+    gray = load_images(
+        "image_folder", root=str(isolated / "imgs"), split="train", image_size=8, channels=1
+    )
     assert gray.shape == (2, 8, 8, 1)
 
 
@@ -165,10 +171,10 @@ def test_image_folder_bad_file_and_empty(isolated):
     folder = isolated / "imgs"
     folder.mkdir()
     with pytest.raises(DatasetError, match="no images"):
-        load_images("image_folder", root=str(folder))
+        load_images("image_folder", root=str(folder), split="train", **MNIST_SHAPE)
     (folder / "broken.png").write_bytes(b"not a png")
     with pytest.raises(DatasetError, match="broken.png"):
-        load_images("image_folder", root=str(folder))
+        load_images("image_folder", root=str(folder), split="train", **MNIST_SHAPE)
 
 
 def test_registry_lists_datasets():

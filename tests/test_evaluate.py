@@ -82,7 +82,9 @@ def test_feature_network_separates_data_from_noise(feature_cache, monkeypatch):
     meta = json.loads((feature_cache / "features" / "fashion_mnist" / "meta.json").read_text())
     assert meta["accuracy"] > 0.78  # 2 epochs on 20% of the data; the full fit reports ~0.9
     space = feature_net.load("fashion_mnist", 1, 28)
-    test = feature_net.to_model_space(load_images("fashion_mnist", split="test"))
+    test = feature_net.to_model_space(
+        load_images("fashion_mnist", split="test", image_size=28, channels=1)
+    )
     labels = load_labels("fashion_mnist", split="test")
     feats, probs = feature_net.predict(space.net, test[:4000])
     assert (probs.argmax(1) == labels[:4000]).mean() == pytest.approx(meta["accuracy"], abs=0.03)

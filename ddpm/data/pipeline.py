@@ -20,7 +20,7 @@ class ImageData:
     """uint8 images [N, H, W, C] plus the augmentation settings."""
 
     images: np.ndarray
-    random_flip: bool = True
+    random_flip: bool
 
     @property
     def shape(self) -> tuple[int, int, int]:

@@ -220,11 +220,11 @@ def md5sum(path: Path) -> str:
 def load_images(
     name: str,
     *,
-    split: str = "train",
+    split: str,
+    image_size: int,
+    channels: int,
     root: str | None = None,
-    download: bool = True,
-    image_size: int = 28,
-    channels: int = 1,
+    download: bool = False,
 ) -> np.ndarray:
     """uint8 images [N, H, W, C] of dataset `name`, split 'train' or 'test'."""
     source = DATASETS.get(name)

@@ -1,7 +1,7 @@
 """Fused CPU kernels for the ops that MindSpore 2.10 runs slowly on CPU.
 
-MindSpore's profiler on the seed's train step (README, 'CPU speed') put three op families far
-behind PyTorch on the same machine: depthwise 7x7 convolutions (oneDNN's grouped-gemm
+MindSpore's profiler on the seed's train step (experiments/cpu_speed.md) put three op
+families far behind PyTorch on the same machine: depthwise 7x7 convolutions (oneDNN's grouped-gemm
 path), GroupNorm with its gradient, and softmax over a non-last axis (a transpose, a
 softmax and a ReduceSum in the backward pass). A profile of the batch-64 sampling forward
 added the exact GELU, whose Erf op alone took 39 ms of 530, and the linear attention's
