@@ -85,7 +85,7 @@ def section(cfg: DictConfig, group: str) -> dict[str, Any]:
 def resolve(cfg: DictConfig) -> RunConfig:
     """Check every key of a composed (or saved) run config; ConfigError names the first
     that is off. Runs before any data loads or graph compiles."""
-    known = {*GROUPS, "runtime", *keys_of(TopLevelKeys)}
+    known = [*GROUPS, "runtime", *keys_of(TopLevelKeys)]
     for key in cfg:
         if key not in known:
             raise ConfigError(f"{key}: not a config key; the config takes: {', '.join(known)}")

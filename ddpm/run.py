@@ -25,7 +25,7 @@ from ddpm.checkpoint import CheckpointError, resolve_resume
 from ddpm.data import DatasetError
 from ddpm.distributed import World, init_world
 from ddpm.metrics import METRICS
-from ddpm.registry import ConfigError
+from ddpm.registry import ConfigError, Option
 from ddpm.runtime import RuntimeKeys, configure_runtime
 from ddpm.trainer import Interrupted, NonFiniteLoss
 
@@ -63,7 +63,8 @@ def setup_runtime(seed: int, runtime: RuntimeKeys) -> World:
     return world
 
 
-def report_schedule(alpha_bar_T: float, name: str, timesteps: int) -> None:
+def report_schedule(alpha_bar_T: float, schedule: Option) -> None:
+    name, timesteps = schedule.name, schedule.shared.timesteps
     snr = alpha_bar_T / max(1.0 - alpha_bar_T, 1e-300)
     log.info(
         "schedule %s, T=%d: alpha_bar_T = %.3g (terminal SNR %.3g, %.1f%% of the image "
@@ -75,12 +76,15 @@ def report_schedule(alpha_bar_T: float, name: str, timesteps: int) -> None:
         100 * alpha_bar_T**0.5,
     )
     if alpha_bar_T > TERMINAL_ALPHA_BAR_WARN:
+        scale = (
+            "schedule.scale_to_T=true (ends x 1000/T), " if "scale_to_T" in schedule.params else ""
+        )
         log.warning(
             "alpha_bar_T = %.3g is far from 0: training never sees pure noise, yet "
-            "sampling starts from it. Fixes: schedule.scale_to_T=true (ends x 1000/T), "
-            "schedule.zero_terminal_snr=true (with objective=pred_v), or a larger "
-            "schedule.timesteps.",
+            "sampling starts from it. Fixes: %sschedule.zero_terminal_snr=true (with "
+            "objective=pred_v), or a larger schedule.timesteps.",
             alpha_bar_T,
+            scale,
         )
 
 
@@ -108,7 +112,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         sum(p.size for p in parts.train_step.loss_fn.network.trainable_params()) / 1e6,
     )
     log.info("fused CPU kernels: %s", "on" if kernels.active() else "off (built-in ops)")
-    report_schedule(parts.diffusion.terminal_alpha_bar(), cfg.schedule.name, cfg.schedule.timesteps)
+    report_schedule(parts.diffusion.terminal_alpha_bar(), run["schedule"])
     log.info(
         "data: %s, %d images of %s; %d steps of batch %d",
         cfg.dataset.name,
