@@ -225,6 +225,7 @@ def hparams(run: RunConfig, steps: int, diffusion: GaussianDiffusion) -> dict[st
         "batch_size": trainer.batch_size,
         "lr": trainer.lr,
         "steps": steps,
+        "minutes": trainer.minutes or 0.0,
         "p2_gamma": run["loss"].shared.p2_gamma,
         "ema_decay": trainer.ema_decay,
         "seed": run.top.seed,
@@ -232,8 +233,14 @@ def hparams(run: RunConfig, steps: int, diffusion: GaussianDiffusion) -> dict[st
     }
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path, world: World | None = None) -> Trainer:
-    """Compose every part of a training run from the config (for this worker of `world`).
+def build_trainer(
+    cfg: DictConfig,
+    run_dir: Path,
+    world: World | None = None,
+    budget: dict[str, Any] | None = None,
+) -> Trainer:
+    """Compose every part of a training run from the config (for this worker of `world`);
+    a `budget` (ddpm.budget) fixes the step count.
 
     Everything is checked and built before the data loads, so a bad key costs no wait.
     """
@@ -243,7 +250,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, world: World | None = None) ->
     network, ema_network = build_network(run), build_network(run)
     loss_fn = build_loss(run, network, diffusion)
     data = build_data(run["dataset"])
-    trainer = dataclasses.replace(run.trainer, steps=total_steps(run.trainer, len(data.images)))
+    steps = budget["steps"] if budget else total_steps(run.trainer, len(data.images))
+    trainer = dataclasses.replace(run.trainer, steps=steps)
     optimizer, lrs = build_optimizer(trainer, network, trainer.steps)
     sampler = run["sampler"]
     parts = RunParts(
@@ -265,5 +273,6 @@ def build_trainer(cfg: DictConfig, run_dir: Path, world: World | None = None) ->
             diffusion,
             likelihood_variance(sampler),
         ),
+        budget=budget,
     )
     return run["trainer"].entry(trainer, parts, run_dir, seed=run.top.seed, world=world)

@@ -1,17 +1,20 @@
-"""Hydra callbacks: a sweep reports its failed runs at the end and exits non-zero.
+"""Hydra callbacks: a sweep names its runs by what varies, and reports its failed runs.
 
 Failed runs are found by their FAILED markers (written by ddpm.run) in the sweep folder,
 so this works whichever launcher ran them: the basic one in this process, joblib in
-worker processes, submitit in separate jobs.
+worker processes, submitit in separate jobs. The keys a sweep varies reach the jobs the
+same way whatever the launcher: through the environment, which every job inherits.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
@@ -19,8 +22,24 @@ log = logging.getLogger("ddpm")
 FAILED_MARKER = "FAILED"
 
 
+SWEEP_KEYS_ENV = "DDPM_SWEEP_KEYS"
+
+
+def sweep_keys(config: DictConfig) -> list[str]:
+    """The keys a multirun varies: its sweep overrides (a,b / range / choice ...) and the
+    parameters its sweeper searches (Optuna's hydra.sweeper.params)."""
+    parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+    keys = [o.key_or_group for o in parsed if o.is_sweep_override()]
+    params = config.hydra.sweeper.get("params") or {}
+    return keys + [k for k in params if k not in keys]
+
+
 class SweepSummary(Callback):
-    """Lists the sweep's failed runs after it ends and exits 1 if there were any."""
+    """Names the runs by the keys the sweep varies; lists failed runs at the end and exits 1
+    if there were any."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        os.environ[SWEEP_KEYS_ENV] = ",".join(sweep_keys(config))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)

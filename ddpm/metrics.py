@@ -30,6 +30,7 @@ METRICS: dict[str, Metric] = {
         Metric("final_loss", "mean training loss of the last log window", True),
         Metric("images_per_s", "training throughput of the last log window", False),
         Metric("fd", "Frechet distance of EMA samples to the test set (features)", True, "eval_n"),
+        Metric("fd_inf", "FD extrapolated to infinite N (Chong & Forsyth 2020)", True, "eval_n"),
         Metric("is", "classifier Inception Score of the EMA samples", False, "eval_n"),
         Metric("precision", "k-NN precision of the samples (Kynkaanniemi 2019)", False, "eval_n"),
         Metric("recall", "k-NN recall of the samples (Kynkaanniemi 2019)", False, "eval_n"),

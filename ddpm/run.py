@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import sys
 import traceback
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 
 import hydra
@@ -19,8 +21,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from ddpm import kernels
-from ddpm.build import build_trainer, resolve
-from ddpm.callbacks import FAILED_MARKER
+from ddpm.budget import Budget, record, recorded, steps_for
+from ddpm.build import RunConfig, build_trainer, resolve
+from ddpm.callbacks import FAILED_MARKER, SWEEP_KEYS_ENV
 from ddpm.checkpoint import CheckpointError, resolve_resume
 from ddpm.data import DatasetError
 from ddpm.distributed import World, init_world
@@ -37,9 +40,14 @@ TERMINAL_ALPHA_BAR_WARN = 1e-3
 EXIT_CODES = {ConfigError: 2, DatasetError: 2, CheckpointError: 2, NonFiniteLoss: 3}
 
 
-def run_name(overrides: str, limit: int = 120) -> str:
-    """A sweep run's folder name: its overrides, shortened with a hash past `limit` chars."""
-    name = overrides.replace("/", "_") or "default"
+def run_name(overrides: list[str] | str, limit: int = 120) -> str:
+    """A sweep run's folder (and TensorBoard) name: the overrides of the keys the sweep
+    varies (all of them outside a sweep), shortened with a hash past `limit` characters."""
+    if isinstance(overrides, str):
+        overrides = [overrides] if overrides else []
+    varied = [k for k in os.environ.get(SWEEP_KEYS_ENV, "").split(",") if k]
+    chosen = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in varied] if varied else []
+    name = ",".join(sorted(chosen or overrides)).replace("/", "_") or "default"
     if len(name) <= limit:
         return name
     return f"{name[: limit - 9]}~{hashlib.sha1(name.encode()).hexdigest()[:8]}"
@@ -88,6 +96,29 @@ def report_schedule(alpha_bar_T: float, schedule: Option) -> None:
         )
 
 
+def fixed_budget(cfg: DictConfig, run: RunConfig, run_dir: Path, world: World) -> Budget | None:
+    """trainer.minutes as a step count: the one this run recorded, or timed now."""
+    minutes = run.trainer.minutes
+    if minutes is None:
+        return None
+    budget = recorded(run_dir)
+    if budget is not None:
+        log.info("budget: %d steps, as fixed when the run started", budget.steps)
+        return budget
+    if world.size > 1:
+        raise ConfigError(
+            "trainer.minutes needs one step count on every worker; under data parallelism "
+            "set trainer.steps instead"
+        )
+    probe = build_trainer(cfg, run_dir, world)
+    rate, timed = probe.time_steps(seconds=min(10.0, max(3.0, 3.0 * minutes)))
+    del probe
+    ms.set_seed(run.top.seed)  # the run itself starts from the weights it would without
+    budget = Budget(minutes, rate, timed, steps_for(minutes, rate))
+    record(run_dir, budget, cfg)
+    return budget
+
+
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     run = resolve(cfg)  # every key is checked before anything runs
     world = setup_runtime(run.top.seed, run.runtime)
@@ -95,7 +126,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     candidates: list[Path] = []
     if resume:
         run_dir, candidates = resolve_resume(str(resume), run_dir)
-    trainer = build_trainer(cfg, run_dir, world)
+    budget = fixed_budget(cfg, run, run_dir, world)
+    trainer = build_trainer(cfg, run_dir, world, asdict(budget) if budget else None)
     if candidates:
         log.info("resumed from %s at step %d", trainer.restore(candidates), trainer.step)
     elif resume:
@@ -122,6 +154,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         trainer.cfg.batch_size,
     )
     metrics = trainer.fit()
+    budget_note = f" (budget {budget.minutes * 60:.0f} s)" if budget else ""
+    log.info("training loop: %.1f s after the first step%s", trainer.loop_seconds, budget_note)
     log.info("done: %s; samples in %s", metrics, run_dir / "samples.png")
     return metrics
 

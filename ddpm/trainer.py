@@ -61,6 +61,7 @@ class TrainerConfig:
 
     steps: PositiveInt
     epochs: Annotated[int | None, Range(gt=0)]  # if set, steps = epochs * steps per epoch
+    minutes: Annotated[float | None, Range(gt=0)]  # if set, steps = what fits (ddpm.budget)
     batch_size: PositiveInt
     lr: PositiveFloat
     min_lr: NonNegativeFloat
@@ -102,6 +103,7 @@ class RunParts:
     fingerprint: dict[str, Any] = field(default_factory=dict)
     evaluator: Evaluator | None = None  # sample-quality metrics (trainer.eval_n > 0)
     likelihood: NegativeElbo | None = None  # test-set bits/dim (trainer.bpd_n > 0)
+    budget: dict[str, Any] | None = None  # how trainer.minutes fixed the step count
 
 
 @dataclass
@@ -139,6 +141,8 @@ class Trainer:
         self.skipped = 0
         self.images_per_s = float("nan")
         self.started = time.time()
+        self.loop_start: float | None = None  # after this process's first (compiling) step
+        self.loop_seconds = 0.0
         self._signal: int | None = None
 
     # ---- the loop -------------------------------------------------------------------
@@ -169,6 +173,7 @@ class Trainer:
             with self._stop_on_signals():
                 while self.step < self.cfg.steps and self._signal is None:
                     self._train_one(next(batches), window)
+                    self._clock()
                     bar.update(1)
                     if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps:
                         bar.set_postfix(self._log_window(window))
@@ -228,6 +233,27 @@ class Trainer:
         window.timesteps.append(t)
         window.grad_norms.append(grad_norm)
 
+    def _clock(self) -> None:
+        """Time the loop from the end of its first step, which compiles the graph."""
+        now = time.perf_counter()
+        if self.loop_start is None:
+            self.loop_start = now
+        self.loop_seconds = now - self.loop_start
+
+    def time_steps(self, seconds: float, warmup: int = 2) -> tuple[float, int]:
+        """(steps per second, steps timed) of this run's loop body on its real batches,
+        after `warmup` steps (the first compiles). It trains this trainer's state."""
+        shard = (self.world.rank, self.world.size)
+        batches = batch_stream(self.parts.data, self.local_batch, self.seed, self.step, shard)
+        window = _Window()
+        for _ in range(warmup):
+            self._train_one(next(batches), window)
+        start, timed = time.perf_counter(), 0
+        while timed < 3 or time.perf_counter() - start < seconds:
+            self._train_one(next(batches), window)
+            timed += 1
+        return timed / (time.perf_counter() - start), timed
+
     def _non_finite(self, losses: np.ndarray, grad_norm: float) -> None:
         """Stop (the default) or count a skipped step; a bad step never reaches a checkpoint."""
         if self.cfg.skip_nonfinite:  # the compiled step already left the weights untouched
@@ -267,6 +293,9 @@ class Trainer:
         self.logger.hparams_start(self.parts.hparams, metric_tags)
         if self.step == 0:
             self.logger.image("data/forward_process", self._forward_strip(), 0)
+            if self.parts.budget:
+                budget = {f"budget/{k}": v for k, v in self.parts.budget.items()}
+                self.logger.scalars(budget, 0)
 
     def _forward_strip(self, columns: int = 8) -> np.ndarray:
         """One real image noised by q(x_t | x_0) at evenly spaced t, left (t=0) to right (T-1)."""
@@ -412,7 +441,14 @@ class Trainer:
         values.update({k.split("/")[1]: v for k, v in self.evaluate().items()})  # eval/fd -> fd
         metrics = {m.tag: values[m.name] for m in computed_by(self.cfg)}
         self.logger.hparams_end(metrics, self.step)
-        summary = {**metrics, "steps": self.step, "wall_seconds": time.time() - self.started}
+        summary = {
+            **metrics,
+            "steps": self.step,
+            "wall_seconds": time.time() - self.started,
+            "train_seconds": self.loop_seconds,  # the loop after its first step (this process)
+        }
+        if self.parts.budget:
+            summary["budget"] = self.parts.budget
         if self.world.is_main:
             atomic.write_text(self.summary_path, json.dumps(summary, indent=2))
         self.save_checkpoint()

@@ -12,6 +12,7 @@ from pathlib import Path
 import mindspore as ms
 import numpy as np
 import pytest
+import yaml
 
 from ddpm import checkpoint
 from tests.test_cli import CLI_TINY, ROOT, cli, events
@@ -251,3 +252,46 @@ def test_interrupt_leaves_no_partial_checkpoint(tmp_path):
     files = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert "latest" in files and not [f for f in files if "tmp" in f]
     assert (tmp_path / "checkpoints" / "latest").read_text().strip() in files
+
+
+def budgeted_run(run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    tiny = [*STEPS, "trainer.log_every=5"]
+    return cli("-m", "ddpm.run", *tiny, f"hydra.run.dir={run_dir}", *extra)
+
+
+def test_minutes_fix_the_step_count_and_record_it(tmp_path):
+    proc = budgeted_run(tmp_path, "trainer.minutes=0.05")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    budget = json.loads((tmp_path / "budget.json").read_text())
+    assert budget["minutes"] == 0.05 and budget["steps_per_s"] > 0 and budget["timed_steps"] >= 3
+    assert budget["steps"] == int(0.05 * 60 * budget["steps_per_s"])
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["steps"] == budget["steps"] and summary["budget"] == budget
+    saved = yaml.safe_load((tmp_path / ".hydra" / "config.yaml").read_text())["trainer"]
+    assert (saved["steps"], saved["minutes"]) == (budget["steps"], None)
+    acc = events(tmp_path)
+    assert acc.Scalars("budget/steps")[0].value == budget["steps"]
+    assert acc.Scalars("train/loss")[-1].step == budget["steps"]
+    assert f"= {budget['steps']} steps" in proc.stderr + proc.stdout
+
+
+@pytest.mark.slow
+def test_a_budgeted_run_is_the_run_of_its_step_count(tmp_path):
+    """Timing the probe leaves no trace: a run of the recorded steps ends with the same
+    weights; a resume keeps the recorded count, whatever trainer.minutes says now."""
+    budgeted, plain = tmp_path / "budgeted", tmp_path / "plain"
+    first = budgeted_run(budgeted, "trainer.minutes=0.05", "trainer.checkpoint_every=10")
+    assert first.returncode == 0, first.stderr[-2000:]
+    steps = json.loads((budgeted / "budget.json").read_text())["steps"]
+    again = budgeted_run(plain, f"trainer.steps={steps}", "trainer.checkpoint_every=10")
+    assert again.returncode == 0, again.stderr[-2000:]
+    ckpt = f"step_{steps:08d}.ckpt"
+    a, _ = checkpoint.load(budgeted / "checkpoints" / ckpt)
+    b, _ = checkpoint.load(plain / "checkpoints" / ckpt)
+    for name, value in a.items():
+        np.testing.assert_array_equal(value.asnumpy(), b[name].asnumpy(), err_msg=name)
+    resumed = budgeted_run(budgeted, "trainer.minutes=5", "trainer.resume=latest")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    log = resumed.stdout + resumed.stderr
+    assert f"budget: {steps} steps, as fixed when the run started" in log
+    assert "finished at step" in log

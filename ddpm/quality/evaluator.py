@@ -9,6 +9,7 @@ import numpy as np
 from ddpm.quality.feature_net import FeatureSpace, predict
 from ddpm.quality.scores import (
     class_histogram,
+    fd_infinity,
     feature_stats,
     frechet_distance,
     inception_score,
@@ -31,6 +32,7 @@ class Evaluator:
         precision, recall = precision_recall(reals, features, self.k)
         return {
             "fd": frechet_distance(mu, sigma, self.space.mu, self.space.sigma),
+            "fd_inf": fd_infinity(features, self.space.mu, self.space.sigma),
             "is": inception_score(probs),
             "precision": precision,
             "recall": recall,
