@@ -10,7 +10,7 @@ ARGS   ?=
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev,scale]"
+	$(PY) -m pip install --quiet -e ".[dev,scale,plots]"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -1,4 +1,21 @@
-"""ddpm: config-driven denoising diffusion experiments on MindSpore."""
+"""ddpm: config-driven denoising diffusion experiments on MindSpore.
+
+The layout, one concern a module:
+
+  registry.py, schema.py   one registry per group; the keys each option declares
+  build.py       config -> objects: checks the whole config, then builds each part
+  schedules.py, objectives.py, diffusion.py, losses.py, samplers.py   the diffusion math
+  nn/            time embedding, blocks, attention, the U-Net
+  kernels/       fused C++ CPU kernels, built on first use
+  data/          file formats, dataset sources, the mindspore.dataset pipeline
+  train_step.py, reverse_step.py   the compiled train and reverse steps
+  trainer.py     the fit loop: logging, sampling, checkpoints
+  logger.py, checkpoint.py, atomic.py, metrics.py, runtime.py, distributed.py, budget.py
+  quality/       the feature network, FD/IS/precision/recall, bits/dim
+  run.py, sample.py, evaluate.py, fit_features.py, compare.py, launch.py   the CLIs
+  sweep.py, stats.py, plots.py   a sweep's runs, seed intervals and tests, compare.png
+  bench/         the benchmark and its PyTorch twin (nothing else imports them)
+"""
 
 import os
 import platform

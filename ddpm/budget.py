@@ -29,7 +29,7 @@ BUDGET_FILE = "budget.json"
 @dataclass(frozen=True)
 class Budget:
     minutes: float
-    steps_per_s: float  # measured after compilation, on real batches
+    steps_per_s: float  # 1 / the median step time after compilation, on real batches
     timed_steps: int
     steps: int  # the run's total: minutes * 60 * steps_per_s
 

@@ -1,86 +1,168 @@
-"""Tabulate a sweep: `python -m ddpm.compare <sweep dir>`.
+"""Compare a sweep: `python -m ddpm.compare <sweep dir> [--rank fd] [--mixed-n]`.
 
-One row per run: its config-group choices, every metric of ddpm.metrics (from summary.json,
-and metrics.json when `ddpm.evaluate` ran) and wall time. Sorted by FD when present, else
-by final loss. Also writes compare.md and compare.csv.
+Runs that differ only by seed form a group. The columns are the config keys that vary
+across the sweep (whatever they are), then each metric as the mean over seeds with the
+half-width of its 95% Student-t interval. A value marked * differs from the best group's
+with statistical support: Welch's t-test, two-sided p < 0.05. A group of one seed has no
+interval, and says so. Groups are ranked by --rank (default: fd where runs have it, else
+final_loss). FD depends on the number of samples, so runs evaluated at different N are
+not ranked by FD unless --mixed-n; fd_inf, FD extrapolated to infinite N, compares them.
+
+Writes compare.md, compare.csv (a row per group) and, with matplotlib installed
+(`pip install -e .[plots]`), compare.png: the logged metrics against training step and
+against wall-clock minutes, a line per group and a band over its seeds.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
 import sys
 from pathlib import Path
 from typing import Any
 
-from ddpm.cli import folder, load_config, run_tool
+from ddpm.cli import folder, run_tool
 from ddpm.errors import ConfigError
 from ddpm.metrics import METRICS
+from ddpm.stats import ALPHA, Estimate, estimate, welch_p
+from ddpm.sweep import Group, RunRecord, group_by_seed, label, read_sweep, varying_keys
 
-GROUPS = ("schedule", "block", "attention", "loss", "objective", "sampler")
-NUMBERS = (*METRICS, "wall_s")
-
-
-def read_run(run_dir: Path) -> dict[str, Any]:
-    """One run's row; missing figures are NaN, a failed run says so."""
-    cfg = load_config(run_dir)
-    row: dict[str, Any] = {"run": run_dir.name, **{g: cfg[g].name for g in GROUPS}}
-    row.update(dict.fromkeys(NUMBERS, math.nan), status="ok")
-    summary = _json(run_dir / "summary.json")
-    evaluated = _json(run_dir / "metrics.json")  # from ddpm.evaluate, else from training
-    for name, metric in METRICS.items():
-        row[name] = evaluated.get(name, summary.get(metric.tag, math.nan))
-    row["wall_s"] = summary.get("wall_seconds", math.nan)
-    if (run_dir / "FAILED").is_file():
-        row["status"] = "failed: " + (run_dir / "FAILED").read_text().strip()
-    elif not summary:
-        row["status"] = "unfinished"
-    return row
+OUTCOMES = ("steps", "train_s")  # per-run figures shown beside the metrics
+LEGEND = (
+    "Each value is the mean over a group's seeds +- the half-width of its 95% Student-t "
+    f"interval. * marks a group that differs from the best one (bold) with Welch's t-test, "
+    f"two-sided p < {ALPHA}; a group of one seed has no interval and no test."
+)
 
 
-def _json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def collect(sweep_dir: Path) -> list[dict[str, Any]]:
-    runs = sorted(p.parent.parent for p in sweep_dir.glob("*/.hydra/config.yaml"))
-    rows = [read_run(r) for r in runs]
-    key = "fd" if any(not math.isnan(r["fd"]) for r in rows) else "final_loss"
-    return sorted(rows, key=lambda r: (math.isnan(r[key]), r[key]))
-
-
-def markdown(rows: list[dict[str, Any]]) -> str:
-    cols = ["run", *GROUPS, *NUMBERS, "status"]
-    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ddpm.compare", description=__doc__)
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m ddpm.compare",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("sweep_dir", type=folder, help="a sweep's folder (multirun/<date>/<time>)")
-    args = p.parse_args(argv)
-    return run_tool(lambda: compare(args.sweep_dir))
+    p.add_argument("--rank", choices=[*METRICS, *OUTCOMES], help="the metric that ranks groups")
+    p.add_argument("--mixed-n", action="store_true", help="rank by FD across sample counts")
+    return p.parse_args(argv)
 
 
-def compare(sweep_dir: Path) -> int:
-    rows = collect(sweep_dir)
-    if not rows:
+def rank_metric(records: list[RunRecord], asked: str | None, mixed_n: bool) -> str:
+    """The metric that ranks the groups; FD only between runs of one sample count."""
+    has_fd = any(math.isfinite(r.metrics["fd"]) for r in records)
+    name = asked or ("fd" if has_fd else "final_loss")
+    if name == "fd" and not mixed_n:
+        counts = sorted({r.extra["eval_n"] for r in records if math.isfinite(r.metrics["fd"])})
+        if len(counts) > 1:
+            raise ConfigError(
+                f"the runs' FD comes from different sample counts ({counts}); FD depends on "
+                "N, so it does not rank them. Rank by --rank fd_inf (extrapolated to "
+                "infinite N), or pass --mixed-n to rank by FD anyway."
+            )
+    return name
+
+
+def lower_is_better(name: str) -> bool:
+    return METRICS[name].lower_is_better if name in METRICS else name == "train_s"
+
+
+def ranked(groups: list[Group], metric: str) -> list[Group]:
+    sign = 1.0 if lower_is_better(metric) else -1.0
+
+    def key(group: Group) -> tuple[bool, float]:
+        mean = estimate(group.values(metric)).mean
+        return (not math.isfinite(mean), sign * mean if math.isfinite(mean) else 0.0)
+
+    return sorted(groups, key=key)
+
+
+def shown_metrics(groups: list[Group]) -> list[str]:
+    names = [*METRICS, *OUTCOMES]
+    return [m for m in names if any(math.isfinite(v) for g in groups for v in g.values(m))]
+
+
+def significance(groups: list[Group], metric: str) -> tuple[Group | None, dict[int, float]]:
+    """The best group for `metric` and each other group's Welch p against it."""
+    scored = [g for g in groups if math.isfinite(estimate(g.values(metric)).mean)]
+    if not scored:
+        return None, {}
+    best = ranked(scored, metric)[0]
+    pvalues = {id(g): welch_p(best.values(metric), g.values(metric)) for g in scored}
+    pvalues.pop(id(best))
+    return best, pvalues
+
+
+def cell(est: Estimate, p: float, best: bool) -> str:
+    if est.n == 0:
+        return "-"
+    text = f"{est.mean:.4g}"
+    text += f" ± {est.half_width:.2g}" if est.has_interval else " (n=1, no interval)"
+    text += " *" if p < ALPHA else ""
+    return f"**{text}**" if best else text
+
+
+def table(groups: list[Group], keys: list[str], metrics: list[str]) -> tuple[str, list[dict]]:
+    """The markdown table and the CSV rows, one per group."""
+    header = [*(label(k) for k in keys), "seeds", *metrics]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
+    tests = {m: significance(groups, m) for m in metrics}
+    for group in groups:
+        cells = [str(group.choice[k]) for k in keys] + [",".join(map(str, group.seeds))]
+        row: dict[str, Any] = {label(k): group.choice[k] for k in keys}
+        row["seeds"] = " ".join(map(str, group.seeds))
+        for m in metrics:
+            best, pvalues = tests[m]
+            est, p = estimate(group.values(m)), pvalues.get(id(group), math.nan)
+            cells.append(cell(est, p, group is best))
+            row.update({m: est.mean, f"{m}_ci95": est.half_width, f"{m}_n": est.n})
+            row[f"{m}_p_vs_best"] = p
+        lines.append("| " + " | ".join(cells) + " |")
+        rows.append(row)
+    return "\n".join(lines) + "\n", rows
+
+
+def compare(sweep_dir: Path, rank: str | None, mixed_n: bool) -> int:
+    records = read_sweep(sweep_dir)
+    if not records:
         raise ConfigError(
             f"{sweep_dir} is not a sweep: no runs (*/.hydra/config.yaml) under it "
             "(python -m ddpm.run -m ... writes them)"
         )
-    table = markdown(rows)
-    (sweep_dir / "compare.md").write_text(table)
+    done = [r for r in records if r.status == "ok"]
+    keys = varying_keys(done or records)
+    groups = group_by_seed(done, keys)
+    metric = rank_metric(done, rank, mixed_n)
+    groups = ranked(groups, metric)
+    text, rows = table(groups, keys, shown_metrics(groups))
+    report = f"Ranked by {metric}. {LEGEND}\n\n{text}"
+    skipped = [r for r in records if r.status != "ok"]
+    if skipped:
+        report += "\nNot counted:\n" + "".join(f"- {r.name}: {r.status}\n" for r in skipped)
+    (sweep_dir / "compare.md").write_text(report)
     with open(sweep_dir / "compare.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["run"])
         writer.writeheader()
         writer.writerows(rows)
-    print(table + f"\nwritten: {sweep_dir / 'compare.md'}, {sweep_dir / 'compare.csv'}")
+    written = [sweep_dir / "compare.md", sweep_dir / "compare.csv"]
+    written += plot_if_possible(groups, keys, sweep_dir / "compare.png")
+    print(report + "\nwritten: " + ", ".join(map(str, written)))
     return 0
+
+
+def plot_if_possible(groups: list[Group], keys: list[str], path: Path) -> list[Path]:
+    try:
+        from ddpm.plots import plot_curves
+    except ImportError as err:
+        print(f"(no compare.png: {err}; pip install -e .[plots])", file=sys.stderr)
+        return []
+    return [path] if plot_curves(groups, keys, path) else []
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    return run_tool(lambda: compare(args.sweep_dir, args.rank, args.mixed_n))
 
 
 if __name__ == "__main__":

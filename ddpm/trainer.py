@@ -242,17 +242,21 @@ class Trainer:
 
     def time_steps(self, seconds: float, warmup: int = 2) -> tuple[float, int]:
         """(steps per second, steps timed) of this run's loop body on its real batches,
-        after `warmup` steps (the first compiles). It trains this trainer's state."""
+        after `warmup` steps (the first compiles). It trains this trainer's state.
+
+        The rate is 1 / the median step time, which a burst of other load on the machine
+        moves less than it moves the mean."""
         shard = (self.world.rank, self.world.size)
         batches = batch_stream(self.parts.data, self.local_batch, self.seed, self.step, shard)
         window = _Window()
         for _ in range(warmup):
             self._train_one(next(batches), window)
-        start, timed = time.perf_counter(), 0
-        while timed < 3 or time.perf_counter() - start < seconds:
+        start, times = time.perf_counter(), []
+        while len(times) < 3 or time.perf_counter() - start < seconds:
+            begin = time.perf_counter()
             self._train_one(next(batches), window)
-            timed += 1
-        return timed / (time.perf_counter() - start), timed
+            times.append(time.perf_counter() - begin)
+        return 1.0 / float(np.median(times)), len(times)
 
     def _non_finite(self, losses: np.ndarray, grad_norm: float) -> None:
         """Stop (the default) or count a skipped step; a bad step never reaches a checkpoint."""

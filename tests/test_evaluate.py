@@ -172,7 +172,9 @@ def test_evaluate_and_compare_clis(feature_cache, tmp_path):
     # The same bound as in training (batch 4 there, 8 here): the noise is seeded per t.
     assert metrics["bpd"] == pytest.approx(summary["hparam/bpd"], rel=1e-6)
     assert metrics["bpd_timesteps"][0] == 0
-    table = cli("-m", "ddpm.compare", str(sweep))
+    refused = cli("-m", "ddpm.compare", str(sweep))  # FD at n=16 (evaluate) and 8 (training)
+    assert refused.returncode == 2 and "different sample counts ([8, 16])" in refused.stderr
+    table = cli("-m", "ddpm.compare", str(sweep), "--mixed-n")
     assert table.returncode == 0, table.stderr[-2000:]
     rows = (sweep / "compare.csv").read_text().splitlines()
     assert len(rows) == 3 and "convnext" in (sweep / "compare.md").read_text()
