@@ -28,7 +28,7 @@ from ddpm.metrics import METRICS
 from ddpm.stats import ALPHA, Estimate, estimate, welch_p
 from ddpm.sweep import Group, RunRecord, group_by_seed, label, read_sweep, varying_keys
 
-OUTCOMES = ("steps", "train_s")  # per-run figures shown beside the metrics
+OUTCOMES = ("steps", "train_s")  # per-run figures shown beside the metrics, not tested
 LEGEND = (
     "Each value is the mean over a group's seeds +- the half-width of its 95% Student-t "
     f"interval. * marks a group that differs from the best one (bold) with Welch's t-test, "
@@ -64,7 +64,7 @@ def rank_metric(records: list[RunRecord], asked: str | None, mixed_n: bool) -> s
 
 
 def lower_is_better(name: str) -> bool:
-    return METRICS[name].lower_is_better if name in METRICS else name == "train_s"
+    return METRICS[name].lower_is_better if name in METRICS else False
 
 
 def ranked(groups: list[Group], metric: str) -> list[Group]:
@@ -107,7 +107,7 @@ def table(groups: list[Group], keys: list[str], metrics: list[str]) -> tuple[str
     header = [*(label(k) for k in keys), "seeds", *metrics]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     rows = []
-    tests = {m: significance(groups, m) for m in metrics}
+    tests = {m: significance(groups, m) if m in METRICS else (None, {}) for m in metrics}
     for group in groups:
         cells = [str(group.choice[k]) for k in keys] + [",".join(map(str, group.seeds))]
         row: dict[str, Any] = {label(k): group.choice[k] for k in keys}

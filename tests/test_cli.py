@@ -189,6 +189,7 @@ def test_corrupt_run_config_names_the_file(trained_run, tmp_path):
     assert str(run / ".hydra" / "config.yaml") in line and "not a readable run config" in line
 
 
+@pytest.mark.slow
 def test_kernel_switch_in_the_environment_wins_over_the_config(tmp_path):
     env = {**os.environ, "DDPM_CPU_KERNELS": "0"}
     proc = cli("-m", "ddpm.run", *CLI_TINY, f"hydra.run.dir={tmp_path}", env=env)
