@@ -11,6 +11,7 @@ The layout, one concern a module:
   train_step.py, reverse_step.py   the compiled train and reverse steps
   trainer.py     the fit loop: logging, sampling, checkpoints
   logger.py, checkpoint.py, atomic.py, metrics.py, runtime.py, distributed.py, budget.py
+  runs.py        a run folder's saved config; cli.py the tools' argument types and errors
   quality/       the feature network, FD/IS/precision/recall, bits/dim
   run.py, sample.py, evaluate.py, fit_features.py, compare.py, launch.py   the CLIs
   sweep.py, stats.py, plots.py   a sweep's runs, seed intervals and tests, compare.png

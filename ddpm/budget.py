@@ -20,7 +20,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from ddpm import atomic
-from ddpm.cli import RUN_CONFIG
+from ddpm.runs import RUN_CONFIG
 
 log = logging.getLogger("ddpm")
 BUDGET_FILE = "budget.json"

@@ -11,11 +11,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
-
-from ddpm.errors import EXPECTED, ConfigError
-
-RUN_CONFIG = Path(".hydra") / "config.yaml"
+from ddpm.errors import EXPECTED
+from ddpm.runs import RUN_CONFIG
 
 
 def positive_int(text: str) -> int:
@@ -75,19 +72,6 @@ def existing_file(text: str) -> Path:
     if not path.is_file():
         raise argparse.ArgumentTypeError(f"{path} is not a file")
     return path
-
-
-def load_config(run: Path) -> DictConfig:
-    """A run's saved config; an unreadable one is a ConfigError that names the file."""
-    path = run / RUN_CONFIG
-    try:
-        cfg = OmegaConf.load(path)
-    except Exception as err:  # a YAML parse error, a file that cannot be read
-        reason = " ".join(str(err).split())
-        raise ConfigError(f"{path} is not a readable run config: {reason}") from None
-    if not isinstance(cfg, DictConfig):
-        raise ConfigError(f"{path} is not a run config (not a mapping)")
-    return cfg
 
 
 def run_tool(main: Callable[[], int]) -> int:

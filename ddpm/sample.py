@@ -24,7 +24,6 @@ from ddpm import checkpoint
 from ddpm.build import build_denoiser, default_section, section
 from ddpm.cli import (
     existing_file,
-    load_config,
     non_negative_float,
     non_negative_int,
     positive_int,
@@ -35,6 +34,7 @@ from ddpm.diffusion import GaussianDiffusion
 from ddpm.images import make_grid, save_gif, save_png, to_uint8
 from ddpm.registry import ConfigError, Option
 from ddpm.reverse_step import ReverseStep, p_sample_loop
+from ddpm.runs import load_config
 from ddpm.runtime import configure_runtime, runtime_keys
 from ddpm.samplers import SAMPLERS, make_plan
 from ddpm.train_step import load_ema

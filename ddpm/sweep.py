@@ -18,8 +18,8 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from ddpm.callbacks import FAILED_MARKER
-from ddpm.cli import RUN_CONFIG, load_config
 from ddpm.metrics import METRICS
+from ddpm.runs import RUN_CONFIG, load_config
 
 # Keys that say where or how a run was started, not what it is.
 NOT_CHOICES = ("seed", "trainer.resume", "dataset.root")
