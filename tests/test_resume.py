@@ -259,6 +259,7 @@ def budgeted_run(run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
     return cli("-m", "ddpm.run", *tiny, f"hydra.run.dir={run_dir}", *extra)
 
 
+@pytest.mark.slow
 def test_minutes_fix_the_step_count_and_record_it(tmp_path):
     proc = budgeted_run(tmp_path, "trainer.minutes=0.05")
     assert proc.returncode == 0, proc.stderr[-2000:]
