@@ -1,6 +1,7 @@
 """Evaluate a finished run: `python -m ddpm.evaluate <run dir> [--n 10000] [--bpd-n 1000]`.
 
-Draws n samples from the run's EMA weights (DDIM by default), computes FD, classifier IS,
+Draws n samples from the run's EMA weights with the run's sampler (or --sampler and its
+flags, as in ddpm.sample), computes FD, classifier IS,
 precision/recall (k=3) and the class histogram against the test set in the cached
 feature space, and the negative ELBO in bits/dim of the first bpd-n test images; prints
 them and writes <run dir>/metrics.json. --n 0 or --bpd-n 0 skips either part.
@@ -16,14 +17,15 @@ import time
 import ddpm  # noqa: F401  (sets oneDNN and OpenMP variables before MindSpore loads)
 
 # isort: split
-from ddpm.build import build_likelihood, default_section, likelihood_variance, resolve
-from ddpm.cli import non_negative_float, non_negative_int, positive_int, run_dir, run_tool
+from ddpm.build import build_likelihood, likelihood_variance, resolve
+from ddpm.cli import non_negative_int, positive_int, run_dir, run_tool
 from ddpm.metrics import METRICS
 from ddpm.quality import feature_net
 from ddpm.quality.evaluator import Evaluator, draw
 from ddpm.reverse_step import ReverseStep
-from ddpm.sample import load_run
-from ddpm.samplers import SAMPLERS, make_plan
+from ddpm.runs import load_config
+from ddpm.sample import add_sampler_flags, load_run, sampler_option
+from ddpm.samplers import describe, make_plan
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -31,8 +33,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("run_dir", type=run_dir)
     p.add_argument("--n", type=non_negative_int, default=10_000, help="number of samples")
     p.add_argument("--batch", type=positive_int, default=250, help="samples drawn at once")
-    p.add_argument("--steps", type=positive_int, default=50, help="DDIM steps")
-    p.add_argument("--eta", type=non_negative_float, default=1.0, help="DDIM eta")
+    add_sampler_flags(p)
     p.add_argument("--seed", type=non_negative_int, default=1000)
     p.add_argument("--bpd-n", type=non_negative_int, default=1000, help="test images for bits/dim")
     p.add_argument(
@@ -42,6 +43,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def evaluate(args: argparse.Namespace) -> int:
+    sampler = sampler_option(load_config(args.run_dir), args)  # the flags, before any loading
     loaded = load_run(args.run_dir)
     run = resolve(loaded.cfg)
     dataset, diffusion = run["dataset"], loaded.diffusion
@@ -54,7 +56,6 @@ def evaluate(args: argparse.Namespace) -> int:
         diffusion,
         likelihood_variance(run["sampler"]),
     )
-    sampler = SAMPLERS.resolve(default_section("sampler", "ddim", steps=args.steps, eta=args.eta))
     step = ReverseStep(loaded.network, diffusion.objective, sampler.shared.clip_denoised)
     start, metrics = time.perf_counter(), {}
     if space is not None:
@@ -67,7 +68,7 @@ def evaluate(args: argparse.Namespace) -> int:
         metrics.update(likelihood(step, min(args.batch, args.bpd_n)))
     metrics.update(
         step=loaded.step,
-        sampler=f"ddim{args.steps}_eta{args.eta}",
+        sampler=describe(sampler),
         seconds=round(time.perf_counter() - start, 1),
     )
     (args.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))

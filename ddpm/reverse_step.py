@@ -13,18 +13,19 @@ from ddpm.samplers import SamplerPlan
 
 
 class ReverseStep(nn.Cell):
-    """x_prev = a * clip(x0_hat) + b * x_t + sigma * z  (see ddpm.samplers for a, b, sigma)."""
+    """x_prev = a * x0_hat + c * x0_hat_prev + b * x_t + sigma * z, with x0_hat optionally
+    clipped; returns (x_prev, x0_hat). The columns of `coefs` are ddpm.samplers.COEFS."""
 
     def __init__(self, network: nn.Cell, objective: Objective, clip_denoised: bool) -> None:
         super().__init__()
         self.network, self.objective, self.clip = network, objective, clip_denoised
 
-    def construct(self, x_t: Tensor, t: Tensor, coefs: Tensor, noise: Tensor):
-        sqrt_ab, sqrt_1m_ab, a, b, sigma = coefs[0], coefs[1], coefs[2], coefs[3], coefs[4]
+    def construct(self, x_t: Tensor, t: Tensor, coefs: Tensor, noise: Tensor, x0_prev: Tensor):
+        sqrt_ab, sqrt_1m_ab, a, b, c, sigma = (coefs[i] for i in range(6))
         x0 = self.objective.predict_x0(self.network(x_t, t), x_t, sqrt_ab, sqrt_1m_ab)
         if self.clip:
             x0 = ops.clamp(x0, -1.0, 1.0)
-        return a * x0 + b * x_t + sigma * noise, x0
+        return a * x0 + c * x0_prev + b * x_t + sigma * noise, x0
 
 
 def p_sample_loop(
@@ -44,9 +45,10 @@ def p_sample_loop(
     t_batches = [Tensor(np.full(batch, t, np.int32)) for t in plan.timesteps]
     coefs = [Tensor(row.astype(np.float32)) for row in plan.coefs]
     x = Tensor(rng.standard_normal(shape, dtype=np.float32))
+    x0 = ops.zeros_like(x)  # no previous prediction at the first step
     for i in range(plan.num_steps):
         noise = Tensor(rng.standard_normal(shape, dtype=np.float32), mstype.float32)
-        x, _ = step(x, t_batches[i], coefs[i], noise)
+        x, x0 = step(x, t_batches[i], coefs[i], noise, x0)
         if on_step is not None:
             on_step(i, x.asnumpy())
     return np.clip(x.asnumpy(), -1.0, 1.0)

@@ -1,6 +1,6 @@
 """Draw samples from a finished run's EMA weights.
 
-    python -m ddpm.sample <run dir> [--n 64] [--sampler ddim --steps 50 --eta 0] [--gif]
+    python -m ddpm.sample <run dir> [--n 64] [--sampler dpm_solver --steps 20] [--gif]
 
 Writes samples_<sampler>.png (a grid), samples_<sampler>.npz (uint8 images [N, H, W, C])
 and, with --gif, the denoising of the first 16 samples as samples_<sampler>.gif.
@@ -40,7 +40,15 @@ from ddpm.samplers import SAMPLERS, make_plan
 from ddpm.train_step import load_ema
 
 # Command-line flags that override a key of the sampler section.
-SAMPLER_FLAGS = ("steps", "eta")
+SAMPLER_FLAGS = ("steps", "eta", "order")
+
+
+def add_sampler_flags(p: argparse.ArgumentParser) -> None:
+    """--sampler and the flags that override its keys (default: the run's own sampler)."""
+    p.add_argument("--sampler", choices=SAMPLERS.names(), help="default: the run's sampler")
+    p.add_argument("--steps", type=positive_int, help="timesteps visited (at most T)")
+    p.add_argument("--eta", type=non_negative_float, help="DDIM eta (0 = deterministic)")
+    p.add_argument("--order", type=positive_int, help="DPM-Solver++ order (1 or 2)")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -52,9 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("run_dir", type=run_dir, help="a training run's output folder")
     p.add_argument("--checkpoint", type=existing_file, help="default: the run's latest")
     p.add_argument("--n", type=positive_int, default=64, help="number of samples")
-    p.add_argument("--sampler", choices=SAMPLERS.names(), help="default: the run's sampler")
-    p.add_argument("--steps", type=positive_int, help="sampler steps (ddim)")
-    p.add_argument("--eta", type=non_negative_float, help="DDIM eta (0 = deterministic)")
+    add_sampler_flags(p)
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--gif", action="store_true", help="also write the denoising animation")
     p.add_argument("--out", type=Path, help="output folder (default: the run dir)")

@@ -1,15 +1,24 @@
 """Reverse-process samplers as tables of per-step coefficients.
 
 Every sampler runs over `steps` of the T timesteps ('trailing' spacing; null: all T) and
-writes one reverse step as  x_prev = a * x0_hat + b * x_t + sigma * z,  with x0_hat
-predicted from the network output and optionally clipped to [-1, 1]:
+writes one reverse step as
+
+    x_prev = a * x0_hat + c * x0_hat_prev + b * x_t + sigma * z,
+
+with x0_hat predicted from the network output (optionally clipped to [-1, 1]) and
+x0_hat_prev the previous step's prediction. A multistep method is expressed by its c
+column: the step hands its x0_hat back to the loop, which passes it to the next step.
 - DDPM (Ho et al. 2020, eq. 6-7): a, b are the posterior-mean coefficients, sigma^2 is the
   posterior variance ("small") or beta_t ("large"). Over fewer steps than T these use the
   respaced betas 1 - ab_t / ab_prev (Nichol & Dhariwal 2021, sec. 4).
 - DDIM (Song et al. 2021, eq. 12): with sigma = eta * sqrt((1-ab_prev)/(1-ab) (1-ab/ab_prev)),
   a = sqrt(ab_prev) - sqrt(1-ab_prev-sigma^2) sqrt(ab)/sqrt(1-ab) and
   b = sqrt(1-ab_prev-sigma^2)/sqrt(1-ab).
-So one compiled step serves both; a sampler is just its table, built once in float64.
+- DPM-Solver++(2M) (Lu et al. 2022, alg. 2): with alpha = sqrt(ab), sigma_t = sqrt(1-ab),
+  lambda = log(alpha / sigma_t) and h = lambda_t - lambda_s, the data-prediction update
+  x_t = (sigma_t / sigma_s) x_s + alpha_t (1 - e^-h) D, where D = x0_hat for the first and
+  last steps and D = (1 + 1/(2r)) x0_hat - 1/(2r) x0_hat_prev, r = h_prev / h, otherwise.
+So one compiled step serves all three; a sampler is just its table, built once in float64.
 """
 
 from __future__ import annotations
@@ -34,10 +43,13 @@ class SamplerKeys:
 
 SAMPLERS = Registry("sampler", shared=SamplerKeys)
 
+# The columns of a plan's coefficient table, in order.
+COEFS = ("sqrt_ab", "sqrt_1m_ab", "a", "b", "c", "sigma")
+
 
 @dataclass(frozen=True)
 class SamplerPlan:
-    """timesteps [S] (descending) and coefs [S, 5] = (sqrt_ab, sqrt_1m_ab, a, b, sigma)."""
+    """timesteps [S] (descending) and coefs [S, 6], one row of COEFS per step."""
 
     timesteps: np.ndarray
     coefs: np.ndarray
@@ -47,13 +59,19 @@ class SamplerPlan:
         return len(self.timesteps)
 
 
-def _plan(diffusion: GaussianDiffusion, timesteps: np.ndarray, a, b, sigma) -> SamplerPlan:
+def _plan(diffusion: GaussianDiffusion, timesteps: np.ndarray, a, b, sigma, c=0.0) -> SamplerPlan:
     t = timesteps
-    coefs = np.stack(
-        [diffusion.sqrt_alphas_cumprod[t], diffusion.sqrt_one_minus_alphas_cumprod[t], a, b, sigma],
-        axis=1,
+    columns = np.broadcast_arrays(
+        diffusion.sqrt_alphas_cumprod[t], diffusion.sqrt_one_minus_alphas_cumprod[t], a, b, c, sigma
     )
-    return SamplerPlan(timesteps=t.astype(np.int64), coefs=coefs)
+    return SamplerPlan(timesteps=t.astype(np.int64), coefs=np.stack(columns, axis=1))
+
+
+def x0_coefs(diffusion: GaussianDiffusion, t: int) -> np.ndarray:
+    """A coefficient row that only predicts x0_hat at timestep t (x_prev comes out as 0)."""
+    row = np.zeros(len(COEFS))
+    row[:2] = diffusion.sqrt_alphas_cumprod[t], diffusion.sqrt_one_minus_alphas_cumprod[t]
+    return row
 
 
 def _respaced(diffusion: GaussianDiffusion, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -98,6 +116,33 @@ def ddim_plan(diffusion: GaussianDiffusion, t: np.ndarray, *, eta: NonNegativeFl
     b = direction / np.sqrt(1 - ab)
     a = np.sqrt(ab_prev) - b * np.sqrt(ab)
     return _plan(diffusion, t, a, b, sigma)
+
+
+@SAMPLERS.register("dpm_solver")
+def dpm_solver_plan(
+    diffusion: GaussianDiffusion, t: np.ndarray, *, order: Annotated[int, OneOf((1, 2))]
+) -> SamplerPlan:
+    """DPM-Solver++ (data prediction), multistep of `order`; first order at the first and
+    last steps (the last ends at sigma = 0, where h is infinite). Order 1 is DDIM, eta 0."""
+    ab, ab_next = _respaced(diffusion, t)
+    alpha_s, sigma_s = np.sqrt(ab), np.sqrt(1.0 - ab)
+    alpha_t, sigma_t = np.sqrt(ab_next), np.sqrt(1.0 - ab_next)
+    b = sigma_t / sigma_s
+    first_order = alpha_t - alpha_s * b  # alpha_t (1 - e^-h), finite at sigma_t = 0
+    a, c = first_order.copy(), np.zeros_like(first_order)
+    if order == 2 and len(t) > 2:
+        lam = np.log(alpha_s / sigma_s)  # lambda at each visited timestep
+        h, h_prev = lam[2:] - lam[1:-1], lam[1:-1] - lam[:-2]  # steps 1 .. S-2
+        half_inv_r = h / (2.0 * h_prev)  # 1 / (2r)
+        a[1:-1] = first_order[1:-1] * (1.0 + half_inv_r)
+        c[1:-1] = -first_order[1:-1] * half_inv_r
+    return _plan(diffusion, t, a, b, 0.0, c)
+
+
+def describe(sampler: Option) -> str:
+    """A sampler and its keys in one line, e.g. 'dpm_solver(steps=20, order=2, ...)'."""
+    keys = {**vars(sampler.shared), **sampler.params}
+    return f"{sampler.name}(" + ", ".join(f"{k}={v}" for k, v in keys.items()) + ")"
 
 
 def make_plan(sampler: Option, diffusion: GaussianDiffusion) -> SamplerPlan:

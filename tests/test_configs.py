@@ -23,7 +23,7 @@ from ddpm.build import (
 )
 from ddpm.nn import ATTENTIONS, BLOCKS
 from ddpm.registry import ConfigError, Registry
-from ddpm.samplers import make_plan
+from ddpm.samplers import COEFS, make_plan
 from tests.conftest import CONF_DIR, TINY, compose_config
 
 
@@ -59,7 +59,7 @@ def tiny_forward(cfg):
     loss = build_loss(run, net, diffusion)
     assert loss.weights.shape == (diffusion.num_timesteps,)
     plan = make_plan(run["sampler"], diffusion)
-    assert plan.coefs.shape == (plan.num_steps, 5)
+    assert plan.coefs.shape == (plan.num_steps, len(COEFS))
 
 
 @pytest.mark.parametrize("block", BLOCKS.names())

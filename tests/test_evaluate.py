@@ -154,6 +154,8 @@ def test_evaluate_and_compare_clis(feature_cache, tmp_path):
             "16",
             "--batch",
             "8",
+            "--sampler",
+            "dpm_solver",
             "--steps",
             "5",
             "--bpd-n",
@@ -169,6 +171,7 @@ def test_evaluate_and_compare_clis(feature_cache, tmp_path):
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["n"] == 16 and len(metrics["class_histogram"]) == 10
+    assert metrics["sampler"].startswith("dpm_solver(steps=5, ")
     # The same bound as in training (batch 4 there, 8 here): the noise is seeded per t.
     assert metrics["bpd"] == pytest.approx(summary["hparam/bpd"], rel=1e-6)
     assert metrics["bpd_timesteps"][0] == 0

@@ -1,13 +1,21 @@
 """Sampler tables against closed forms, and the compiled reverse step with oracle networks."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
-from mindspore import nn, ops
+from mindspore import Tensor, nn, ops
 
+from ddpm.diffusion import GaussianDiffusion
+from ddpm.objectives import OBJECTIVES
 from ddpm.registry import ConfigError
 from ddpm.reverse_step import ReverseStep, p_sample_loop
-from ddpm.samplers import sampling_timesteps
+from ddpm.samplers import COEFS, sampling_timesteps
 from tests.conftest import make_diffusion, make_plan
+
+# Trajectories from diffusers' DPMSolverMultistepScheduler; see the script beside them.
+A, C, SIGMA = (COEFS.index(name) for name in ("a", "c", "sigma"))
+DIFFUSERS = Path(__file__).parent / "reference" / "dpm_solver_diffusers.npz"
 
 
 @pytest.fixture
@@ -22,7 +30,7 @@ def test_ddim_eta1_on_all_steps_is_ddpm(diffusion):
     # sigma^2 = posterior variance, and the mean coefficients coincide (eq. 7 vs eq. 12).
     np.testing.assert_allclose(ddim.coefs, ddpm.coefs, rtol=1e-7, atol=1e-12)
     np.testing.assert_allclose(
-        ddim.coefs[:-1, 4] ** 2, diffusion.posterior_variance[ddim.timesteps[:-1]], rtol=1e-7
+        ddim.coefs[:-1, SIGMA] ** 2, diffusion.posterior_variance[ddim.timesteps[:-1]], rtol=1e-7
     )
 
 
@@ -38,12 +46,12 @@ def test_respaced_ddpm_is_ddim_eta1_on_the_same_steps(diffusion):
 
 def test_ddim_eta0_is_deterministic(diffusion):
     plan = make_plan(diffusion, "ddim", steps=10, eta=0.0)
-    assert np.all(plan.coefs[:, 4] == 0)
+    assert np.all(plan.coefs[:, SIGMA] == 0)
 
 
 def test_ddpm_last_step_is_noise_free_and_returns_x0(diffusion):
     plan = make_plan(diffusion, "ddpm")
-    a, b, sigma = plan.coefs[-1, 2:]
+    a, b, c, sigma = plan.coefs[-1, 2:]
     assert plan.timesteps[-1] == 0 and sigma == 0
     assert a == pytest.approx(1.0) and b == pytest.approx(0.0, abs=1e-12)
 
@@ -51,7 +59,7 @@ def test_ddpm_last_step_is_noise_free_and_returns_x0(diffusion):
 def test_ddpm_large_variance(diffusion):
     plan = make_plan(diffusion, "ddpm", variance="large")
     t = plan.timesteps[:-1]
-    np.testing.assert_allclose(plan.coefs[:-1, 4] ** 2, diffusion.betas[t])
+    np.testing.assert_allclose(plan.coefs[:-1, SIGMA] ** 2, diffusion.betas[t])
 
 
 def test_ddim_trailing_spacing():
@@ -67,13 +75,18 @@ def test_ddim_bad_values(diffusion, bad):
 
 
 def test_unknown_sampler_lists_options(diffusion):
-    with pytest.raises(ConfigError, match="ddim, ddpm"):
+    with pytest.raises(ConfigError, match="ddim, ddpm, dpm_solver"):
         make_plan(diffusion, "euler")
 
 
 @pytest.mark.parametrize(
     ("sampler", "params"),
-    [("ddpm", {}), ("ddim", {"steps": 10, "eta": 0.0}), ("ddim", {"steps": 25, "eta": 1.0})],
+    [
+        ("ddpm", {}),
+        ("ddim", {"steps": 10, "eta": 0.0}),
+        ("ddim", {"steps": 25, "eta": 1.0}),
+        ("dpm_solver", {"steps": 10}),
+    ],
 )
 def test_sampling_with_oracle_recovers_the_image(sampler, params, oracle_noise):
     """A network that knows the one training image must be sampled back to it exactly."""
@@ -95,3 +108,45 @@ def test_sampling_is_seeded(diffusion):
     c = p_sample_loop(step, plan, (2, 1, 4, 4), seed=8)
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
+
+
+class TanhDenoiser(nn.Cell):
+    """The reference script's x0 network: x0(x, t) = 0.9 tanh(x) + 0.05 sin(t / 100)."""
+
+    def construct(self, x, t):
+        return 0.9 * ops.tanh(x) + 0.05 * ops.sin(t.astype(x.dtype) / 100)[:, None, None, None]
+
+
+@pytest.mark.parametrize("case", ["order2_steps10", "order2_steps20", "order1_steps10"])
+def test_dpm_solver_follows_diffusers(case):
+    """Every step of the compiled step with the dpm_solver table matches diffusers'
+    DPMSolverMultistepScheduler (dpmsolver++, trailing, lower_order_final) on the same
+    closed-form network and x_T."""
+    ref = np.load(DIFFUSERS)
+    order, steps = int(case[5]), int(case.split("steps")[1])
+    d = GaussianDiffusion(ref["betas"], OBJECTIVES.get("pred_x0")())
+    plan = make_plan(d, "dpm_solver", steps=steps, order=order, clip_denoised=False)
+    np.testing.assert_array_equal(plan.timesteps, ref[f"{case}_timesteps"])
+    step = ReverseStep(TanhDenoiser(), d.objective, False)
+    x = Tensor(ref["x_T"].astype(np.float32))
+    x0 = ops.zeros_like(x)
+    for i, t in enumerate(plan.timesteps):
+        coefs = Tensor(plan.coefs[i].astype(np.float32))
+        x, x0 = step(x, Tensor(np.full(len(x), t, np.int32)), coefs, ops.zeros_like(x), x0)
+        np.testing.assert_allclose(x.asnumpy(), ref[f"{case}_x"][i], atol=2e-5, err_msg=f"step {i}")
+
+
+def test_dpm_solver_first_order_is_ddim_eta0(diffusion):
+    """DPM-Solver++ of order 1 is DDIM (Lu et al. 2022, sec. 4.1): the same tables."""
+    ddim = make_plan(diffusion, "ddim", steps=12, eta=0.0)
+    dpm = make_plan(diffusion, "dpm_solver", steps=12, order=1)
+    np.testing.assert_allclose(dpm.coefs, ddim.coefs, rtol=1e-9, atol=1e-12)
+
+
+def test_dpm_solver_second_order_weights_sum_to_the_first_order_one(diffusion):
+    """D = (1 + 1/2r) x0 - 1/2r x0_prev: a + c equals the first-order weight, with c < 0
+    on every step but the first and the last."""
+    first = make_plan(diffusion, "dpm_solver", steps=12, order=1).coefs
+    second = make_plan(diffusion, "dpm_solver", steps=12, order=2).coefs
+    np.testing.assert_allclose(second[:, A] + second[:, C], first[:, A], rtol=1e-12)
+    assert second[0, C] == 0 and second[-1, C] == 0 and np.all(second[1:-1, C] < 0)

@@ -119,8 +119,8 @@ def mindspore_worker(
     reverse = ReverseStep(build_network(run), diffusion.objective, True)
     xs = Tensor(rng.standard_normal((SAMPLE_N, c, size, size)).astype(np.float32))
     ts = Tensor(np.full(SAMPLE_N, 10, np.int32))
-    coefs = Tensor(np.array([0.5, 0.8, 0.3, 0.9, 0.1], np.float32))
-    fwd = lambda: reverse(xs, ts, coefs, xs)[0].asnumpy()  # noqa: E731
+    coefs = Tensor(np.array([0.5, 0.8, 0.3, 0.9, 0.2, 0.1], np.float32))
+    fwd = lambda: reverse(xs, ts, coefs, xs, xs)[0].asnumpy()  # noqa: E731
     fwd()
     forward = median_time(fwd, max(3, steps // 2))
 

@@ -21,6 +21,7 @@ from ddpm.likelihood import (
     vb_term_bpd,
 )
 from ddpm.reverse_step import ReverseStep
+from ddpm.samplers import x0_coefs
 
 
 @dataclass
@@ -66,14 +67,7 @@ class NegativeElbo:
         """The network's clipped x_0 at timestep t; a short last batch is padded to `batch`."""
         n = len(x_t)
         padded = np.concatenate([x_t, np.repeat(x_t[-1:], batch - n, axis=0)]).astype(np.float32)
-        d = self.diffusion
-        coefs = np.array(
-            [d.sqrt_alphas_cumprod[t], d.sqrt_one_minus_alphas_cumprod[t], 0, 0, 0], np.float32
-        )
-        _, x0 = step(
-            Tensor(padded),
-            Tensor(np.full(batch, t, np.int32)),
-            Tensor(coefs),
-            Tensor(np.zeros_like(padded)),
-        )
+        zeros = Tensor(np.zeros_like(padded))
+        coefs = Tensor(x0_coefs(self.diffusion, t).astype(np.float32))
+        _, x0 = step(Tensor(padded), Tensor(np.full(batch, t, np.int32)), coefs, zeros, zeros)
         return x0.asnumpy()[:n].astype(np.float64)
