@@ -124,12 +124,13 @@ def build_network(run: RunConfig) -> UNet:
     """The U-Net for the dataset's images, from the model, block and attention options."""
     model, attention = run["model"], run["attention"]
     channels, image_size = image_shape(run)
-    mults = model.params["dim_mults"]
+    mults, patch = model.params["dim_mults"], model.params["patch_size"]
     levels = len(mults)
-    if image_size % 2 ** (levels - 1):
+    if image_size % (patch * 2 ** (levels - 1)):
         raise ConfigError(
-            f"dataset.image_size={image_size} is not divisible by {2 ** (levels - 1)}, the "
-            f"U-Net's downsampling for {levels} levels (model.dim_mults={mults})"
+            f"dataset.image_size={image_size} is not divisible by {patch * 2 ** (levels - 1)}, "
+            f"the U-Net's patch size ({patch}) times its downsampling for {levels} levels "
+            f"(model.dim_mults={mults})"
         )
     chosen = attention.shared.levels
     if chosen is not None and not set(chosen) <= set(range(levels)):

@@ -114,6 +114,7 @@ def test_unknown_name_inside_yaml_lists_valid_ones():
         ("model.dim_mults=[1,0]", r"model.dim_mults=\[1, 0\]: must be > 0"),
         ("model.dim=0", r"model.dim=0: must be > 0"),
         ("model.init_dim=-4", r"model.init_dim=-4: must be > 0"),
+        ("model.patch_size=3", r"not divisible by 6, the U-Net's patch size \(3\)"),
         ("block.groups=3", "block.groups=3"),
         ("block.groups=0", r"block.groups=0: must be > 0"),
         ("block=convnext block.mult=0", r"block.mult=0: must be > 0"),
@@ -235,6 +236,20 @@ def test_conf_has_no_stray_files():
     launchers = {p.stem for p in (CONF_DIR / "hydra" / "launcher").glob("*.yaml")}
     assert launchers == {"joblib", "submitit_local", "submitit_slurm"}
     assert Path(CONF_DIR / "config.yaml").is_file()
+
+
+def test_patch_size_is_an_exact_pixel_unshuffle():
+    """With patch_size 2 the blocks see [B, 4, 14, 14]; the reshapes in and out are inverse,
+    and each patch's 4 pixels become 4 channels at one position."""
+    net = build_network(resolve(compose_config("model.patch_size=2")))
+    seen = []
+    net.denoise = lambda x, t: seen.append(x) or x  # the patches, returned unchanged
+    x = np.arange(2 * 28 * 28, dtype=np.float32).reshape(2, 1, 28, 28)
+    out = net(Tensor(x), Tensor(np.zeros(2, np.int32))).asnumpy()
+    np.testing.assert_array_equal(out, x)
+    patches = seen[0].asnumpy()
+    assert patches.shape == (2, 4, 14, 14)
+    np.testing.assert_array_equal(patches[0, :, 3, 5], x[0, 0, 6:8, 10:12].reshape(-1))
 
 
 def test_attention_levels_select_where_attention_goes():

@@ -33,6 +33,8 @@ class UNet(nn.Cell):
 
     Resolution i has channels dim * dim_mults[i]; every level but the last halves H and W.
     The decoder mirrors the encoder, concatenating each level's skip before its blocks.
+    With patch_size p > 1 the network sees p x p patches as channels, [B, C p^2, H/p, W/p]
+    (pixel unshuffle, as a patch embedding in U-ViT and DiT), and its output is shuffled back.
     """
 
     def __init__(
@@ -45,8 +47,11 @@ class UNet(nn.Cell):
         dim: PositiveInt,  # base width; level i has dim * dim_mults[i] channels
         dim_mults: Annotated[list[int], Range(gt=0), Length(1, at_least=True)],
         init_dim: Annotated[int | None, Range(gt=0)],  # the first conv's width; null: dim
+        patch_size: PositiveInt,  # p: the blocks run at H/p x W/p on C p^2 channels
     ) -> None:
         super().__init__()
+        self.patch = patch_size
+        channels *= patch_size**2
         init_dim = init_dim or dim
         dims = [init_dim, *(dim * m for m in dim_mults)]
         in_out = list(zip(dims[:-1], dims[1:], strict=True))
@@ -87,6 +92,20 @@ class UNet(nn.Cell):
         self.final_conv = conv(dim, channels, 1)
 
     def construct(self, x: Tensor, t: Tensor) -> Tensor:
+        if self.patch > 1:
+            return self.unshuffled(x, t)
+        return self.denoise(x, t)
+
+    def unshuffled(self, x: Tensor, t: Tensor) -> Tensor:
+        """denoise() on p x p patches as channels; the inverse reshape on the way out."""
+        b, c, h, w = x.shape
+        p = self.patch
+        x = x.reshape(b, c, h // p, p, w // p, p).transpose(0, 1, 3, 5, 2, 4)
+        out = self.denoise(x.reshape(b, c * p * p, h // p, w // p), t)
+        out = out.reshape(b, c, p, p, h // p, w // p).transpose(0, 1, 4, 2, 5, 3)
+        return out.reshape(b, c, h, w)
+
+    def denoise(self, x: Tensor, t: Tensor) -> Tensor:
         temb = self.time_mlp(t)  # [B, 4*dim]
         x = self.init_conv(x)
         skips = []
