@@ -93,16 +93,24 @@ def significance(groups: list[Group], metric: str) -> tuple[Group | None, dict[i
     return best, pvalues
 
 
-def cell(est: Estimate, p: float, best: bool) -> str:
+ONE_SEED = "Every group has one seed: no intervals and no tests."
+
+
+def cell(est: Estimate, p: float, best: bool, one_seed_each: bool = False) -> str:
     if est.n == 0:
         return "-"
     text = f"{est.mean:.4g}"
-    text += f" ± {est.half_width:.2g}" if est.has_interval else " (n=1, no interval)"
+    if est.has_interval:
+        text += f" ± {est.half_width:.2g}"
+    elif not one_seed_each:  # said once, in the legend, when it holds for every group
+        text += " (n=1, no interval)"
     text += " *" if p < ALPHA else ""
     return f"**{text}**" if best else text
 
 
-def table(groups: list[Group], keys: list[str], metrics: list[str]) -> tuple[str, list[dict]]:
+def table(
+    groups: list[Group], keys: list[str], metrics: list[str], one_seed_each: bool
+) -> tuple[str, list[dict]]:
     """The markdown table and the CSV rows, one per group."""
     header = [*(label(k) for k in keys), "seeds", *metrics]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -115,7 +123,7 @@ def table(groups: list[Group], keys: list[str], metrics: list[str]) -> tuple[str
         for m in metrics:
             best, pvalues = tests[m]
             est, p = estimate(group.values(m)), pvalues.get(id(group), math.nan)
-            cells.append(cell(est, p, group is best))
+            cells.append(cell(est, p, group is best, one_seed_each))
             row.update({m: est.mean, f"{m}_ci95": est.half_width, f"{m}_n": est.n})
             row[f"{m}_p_vs_best"] = p
         lines.append("| " + " | ".join(cells) + " |")
@@ -135,8 +143,9 @@ def compare(sweep_dir: Path, rank: str | None, mixed_n: bool) -> int:
     groups = group_by_seed(done, keys)
     metric = rank_metric(done, rank, mixed_n)
     groups = ranked(groups, metric)
-    text, rows = table(groups, keys, shown_metrics(groups))
-    report = f"Ranked by {metric}. {LEGEND}\n\n{text}"
+    one_seed = all(len(g.runs) == 1 for g in groups)
+    text, rows = table(groups, keys, shown_metrics(groups), one_seed)
+    report = f"Ranked by {metric}. {ONE_SEED if one_seed else LEGEND}\n\n{text}"
     skipped = [r for r in records if r.status != "ok"]
     if skipped:
         report += "\nNot counted:\n" + "".join(f"- {r.name}: {r.status}\n" for r in skipped)

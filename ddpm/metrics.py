@@ -34,6 +34,8 @@ METRICS: dict[str, Metric] = {
         Metric("is", "classifier Inception Score of the EMA samples", False, "eval_n"),
         Metric("precision", "k-NN precision of the samples (Kynkaanniemi 2019)", False, "eval_n"),
         Metric("recall", "k-NN recall of the samples (Kynkaanniemi 2019)", False, "eval_n"),
+        Metric("class_min", "share of the rarest class among the samples", False, "eval_n"),
+        Metric("class_max", "share of the commonest class among the samples", True, "eval_n"),
         Metric("bpd", "test-set negative ELBO in bits/dim", True, "bpd_n"),
     )
 }

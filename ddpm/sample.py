@@ -77,7 +77,7 @@ def sampler_option(cfg: DictConfig, args: argparse.Namespace) -> Option:
         value = getattr(args, flag)
         if value is None:
             continue
-        if flag not in SAMPLERS.own_keys(name):
+        if flag not in {**SAMPLERS.shared_keys(), **SAMPLERS.own_keys(name)}:
             raise ConfigError(f"--{flag} does not apply to the {name} sampler")
         sampler[flag] = value
     return SAMPLERS.resolve(sampler)

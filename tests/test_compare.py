@@ -105,7 +105,11 @@ def test_single_seed_says_no_interval(tmp_path):
         config = {"seed": 0, "schedule": {"name": schedule}, "trainer": {"eval_n": 1000}}
         write_run(tmp_path / schedule, config, {"hparam/fd": fd}, [1.0, 0.5])
     assert compare.main([str(tmp_path)]) == 0
-    assert "20 (n=1, no interval)" in (tmp_path / "compare.md").read_text()
+    report = (tmp_path / "compare.md").read_text()
+    assert "one seed: no intervals" in report and "| **20** |" in report
+    write_run(tmp_path / "cosine_1", {**config, "seed": 1}, {"hparam/fd": 24.0}, [1.0, 0.5])
+    assert compare.main([str(tmp_path)]) == 0
+    assert "40 (n=1, no interval)" in (tmp_path / "compare.md").read_text()
 
 
 def test_fd_at_different_sample_counts_is_not_ranked(tmp_path, capsys):

@@ -172,6 +172,9 @@ def test_evaluate_and_compare_clis(feature_cache, tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["n"] == 16 and len(metrics["class_histogram"]) == 10
     assert metrics["sampler"].startswith("dpm_solver(steps=5, ")
+    shares = metrics["class_histogram"]
+    assert metrics["class_min"] == pytest.approx(min(shares), abs=1e-4)
+    assert metrics["class_max"] == pytest.approx(max(shares), abs=1e-4)
     # The same bound as in training (batch 4 there, 8 here): the noise is seeded per t.
     assert metrics["bpd"] == pytest.approx(summary["hparam/bpd"], rel=1e-6)
     assert metrics["bpd_timesteps"][0] == 0

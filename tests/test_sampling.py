@@ -150,3 +150,20 @@ def test_dpm_solver_second_order_weights_sum_to_the_first_order_one(diffusion):
     second = make_plan(diffusion, "dpm_solver", steps=12, order=2).coefs
     np.testing.assert_allclose(second[:, A] + second[:, C], first[:, A], rtol=1e-12)
     assert second[0, C] == 0 and second[-1, C] == 0 and np.all(second[1:-1, C] < 0)
+
+
+def test_sampler_flags_reach_shared_and_own_keys():
+    """--steps is a key every sampler shares; --eta belongs to DDIM alone."""
+    from argparse import Namespace
+
+    from ddpm.sample import sampler_option
+    from tests.conftest import compose_config
+
+    cfg = compose_config()
+    flags = {"steps": 10, "eta": None, "order": None}
+    option = sampler_option(cfg, Namespace(sampler="ddpm", **flags))
+    assert option.name == "ddpm" and option.shared.steps == 10
+    option = sampler_option(cfg, Namespace(sampler="dpm_solver", **{**flags, "order": 1}))
+    assert option.shared.steps == 10 and option.params["order"] == 1
+    with pytest.raises(ConfigError, match="--eta does not apply to the ddpm sampler"):
+        sampler_option(cfg, Namespace(sampler="ddpm", **{**flags, "eta": 1.0}))

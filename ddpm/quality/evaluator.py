@@ -27,6 +27,7 @@ class Evaluator:
     def metrics(self, samples: np.ndarray) -> dict[str, float | list[float]]:
         """FD, IS, precision, recall and class histogram of samples [N, C, H, W] in [-1, 1]."""
         features, probs = predict(self.space.net, samples.astype(np.float32))
+        histogram = class_histogram(probs)
         mu, sigma = feature_stats(features)
         reals = self.space.test_features[: max(len(features), 2 * self.k)]
         precision, recall = precision_recall(reals, features, self.k)
@@ -36,7 +37,9 @@ class Evaluator:
             "is": inception_score(probs),
             "precision": precision,
             "recall": recall,
-            "class_histogram": class_histogram(probs).round(4).tolist(),
+            "class_min": float(histogram.min()),
+            "class_max": float(histogram.max()),
+            "class_histogram": histogram.round(4).tolist(),
             "n": len(samples),
         }
 
