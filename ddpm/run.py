@@ -182,12 +182,29 @@ def fail(err: BaseException, run_dir: Path, multirun: bool) -> float:
     sys.exit(code or 1)
 
 
+LENGTH_KEYS = ("trainer.steps", "trainer.epochs")
+
+
+def check_length_overrides(cfg: DictConfig, overrides: list[str]) -> None:
+    """trainer.minutes decides the run's length over steps and epochs, so a command line that
+    sets either of those while minutes is on (the default recipe's budget) is an error."""
+    keys = [o.split("=", 1)[0].lstrip("+") for o in overrides]
+    given = [o for o, key in zip(overrides, keys, strict=True) if key in LENGTH_KEYS]
+    if given and cfg.trainer.get("minutes") is not None and "trainer.minutes" not in keys:
+        minutes = cfg.trainer.minutes
+        raise ConfigError(
+            f"{given[0]} has no effect while trainer.minutes={minutes} sets the run's "
+            "length; add trainer.minutes=null to train a step or epoch count"
+        )
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     (run_dir / FAILED_MARKER).unlink(missing_ok=True)  # a re-run of a failed sweep job
     try:
+        check_length_overrides(cfg, list(hydra_cfg.overrides.task))
         return train(cfg, run_dir)[METRICS[cfg.sweep_metric].tag]
     except Exception as err:  # noqa: BLE001 (every failure is reported; see fail())
         return fail(err, run_dir, hydra_cfg.mode == RunMode.MULTIRUN)

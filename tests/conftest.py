@@ -28,6 +28,7 @@ TINY = [
     "attention.levels=null",
     "schedule.timesteps=100",
     "trainer.steps=4",
+    "trainer.minutes=null",
     "trainer.batch_size=8",
     "trainer.log_every=2",
     "trainer.sample_n=4",

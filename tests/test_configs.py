@@ -89,6 +89,27 @@ def test_seed_tutorial_experiment():
     assert cfg.trainer.min_lr == 1e-7 and cfg.dataset.random_flip
 
 
+def test_seed_tutorial_fast_keeps_the_tutorials_network_and_data():
+    """Only the training and sampling recipe changes: EMA, schedule, objective, LR, sampler."""
+    seed = compose_config("experiment=seed_tutorial", tiny=False)
+    fast = compose_config("experiment=seed_tutorial_fast", tiny=False)
+    for group in ("model", "block", "attention", "loss", "dataset"):
+        assert fast[group] == seed[group], group
+    assert fast.trainer.batch_size == seed.trainer.batch_size
+    changed = {k for k in seed.trainer if seed.trainer[k] != fast.trainer[k]}
+    assert changed <= {"epochs", "minutes", "lr", "min_lr", "warmup_steps", "grad_clip"} | {
+        "ema_decay",
+        "ema_warmup",
+        "checkpoint_every",
+    }
+    assert (fast.schedule.name, fast.objective.name, fast.sampler.name) == (
+        "cosine",
+        "pred_v",
+        "dpm_solver",
+    )
+    resolve(fast)  # and it is a valid config
+
+
 def test_unknown_option_lists_valid_ones():
     with pytest.raises(ConfigCompositionException) as err:
         compose_config("schedule=exponential")
@@ -267,4 +288,19 @@ def test_attention_levels_select_where_attention_goes():
 
 def test_default_is_the_quick_recipe():
     cfg = compose_config(tiny=False)
-    assert (cfg.model.dim, list(cfg.attention.levels), cfg.trainer.steps) == (16, [1, 2], 800)
+    assert (cfg.model.dim, cfg.model.patch_size, list(cfg.attention.levels)) == (32, 2, [1])
+    assert (cfg.objective.name, cfg.sampler.name) == ("pred_v", "dpm_solver")
+    assert cfg.trainer.minutes == 7
+
+
+def test_a_step_count_under_the_default_time_budget_is_refused():
+    """The default recipe trains for trainer.minutes; steps or epochs given with it would be
+    silently ignored, so they are refused unless minutes is set on the command line too."""
+    from ddpm.run import check_length_overrides
+
+    cfg = compose_config(tiny=False)
+    refusal = r"trainer.steps=2000 has no effect .*trainer.minutes=null"
+    with pytest.raises(ConfigError, match=refusal):
+        check_length_overrides(cfg, ["block=convnext", "trainer.steps=2000"])
+    check_length_overrides(cfg, ["trainer.steps=2000", "trainer.minutes=null"])  # no error
+    check_length_overrides(cfg, ["trainer.lr=1e-3"])
