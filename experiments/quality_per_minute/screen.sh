@@ -24,7 +24,6 @@ declare -A variant=(
   [ema0.999]="trainer.ema_decay=0.999"
   [patch2_dim32]="$patch2"
   [patch2_pred_v]="$patch2 objective=pred_v"
-  [dim64]="model.dim=64"
   [dim48]="model.dim=48"
   [batch32]="trainer.batch_size=32"
   [lr4e-3]="trainer.lr=4e-3"
