@@ -17,7 +17,8 @@ import numpy as np
 from mindspore import Tensor, nn
 from omegaconf import DictConfig, OmegaConf
 
-from ddpm.data import DATASETS, ImageData, load_images
+from ddpm.conditioning import CONDITIONINGS, is_conditional
+from ddpm.data import DATASETS, ImageData, class_names, load_images, load_labels
 from ddpm.data.pipeline import steps_per_epoch
 from ddpm.diffusion import GaussianDiffusion
 from ddpm.distributed import World
@@ -51,6 +52,7 @@ GROUPS: dict[str, Registry] = {
     "loss": LOSSES,
     "sampler": SAMPLERS,
     "dataset": DATASETS,
+    "conditioning": CONDITIONINGS,
     "model": MODELS,
     "trainer": TRAINERS,
 }
@@ -120,8 +122,17 @@ def image_shape(run: RunConfig) -> tuple[int, int]:
     return keys.channels, keys.image_size
 
 
-def build_network(run: RunConfig) -> UNet:
-    """The U-Net for the dataset's images, from the model, block and attention options."""
+def run_classes(run: RunConfig) -> list[str] | None:
+    """The class names a conditional run learns (the dataset's); None when unconditional."""
+    if not is_conditional(run["conditioning"]):
+        return None
+    dataset = run["dataset"]
+    return class_names(dataset.name, dataset.params.get("root"))
+
+
+def build_network(run: RunConfig, classes: list[str] | None = None) -> UNet:
+    """The U-Net for the dataset's images, from the model, block and attention options;
+    class-conditional over `classes` (default: the dataset's) under conditioning=class."""
     model, attention = run["model"], run["attention"]
     channels, image_size = image_shape(run)
     mults, patch = model.params["dim_mults"], model.params["patch_size"]
@@ -136,13 +147,18 @@ def build_network(run: RunConfig) -> UNet:
     if chosen is not None and not set(chosen) <= set(range(levels)):
         raise ConfigError(f"attention.levels={chosen} must be U-Net levels 0..{levels - 1}")
     make_attention, make_mid_attention = placement(attention)
-    return model(channels, run["block"], make_attention, make_mid_attention)
+    if is_conditional(run["conditioning"]) and classes is None:
+        classes = run_classes(run)
+    k = len(classes) if is_conditional(run["conditioning"]) else 0
+    return model(channels, run["block"], make_attention, make_mid_attention, k)
 
 
-def build_denoiser(cfg: DictConfig) -> tuple[GaussianDiffusion, UNet]:
+def build_denoiser(
+    cfg: DictConfig, classes: list[str] | None = None
+) -> tuple[GaussianDiffusion, UNet]:
     """The diffusion and a freshly initialised network of a composed or saved run config."""
     run = resolve(cfg)
-    return build_diffusion(run), build_network(run)
+    return build_diffusion(run), build_network(run, classes)
 
 
 def build_loss(run: RunConfig, network: nn.Cell, diffusion: GaussianDiffusion) -> DenoisingLoss:
@@ -150,7 +166,8 @@ def build_loss(run: RunConfig, network: nn.Cell, diffusion: GaussianDiffusion) -
     return DenoisingLoss(network, diffusion, run["loss"](), weights)
 
 
-def build_data(dataset: Option, split: str = "train") -> ImageData:
+def build_data(dataset: Option, split: str = "train", labels: bool = False) -> ImageData:
+    """The dataset's images (and, with `labels`, their classes) for training."""
     keys = dataset.shared
     images = load_images(
         dataset.name, split=split, image_size=keys.image_size, channels=keys.channels,
@@ -162,15 +179,21 @@ def build_data(dataset: Option, split: str = "train") -> ImageData:
             f"dataset {dataset.name!r} has {got[0]} channel(s) of size {got[1]}, "
             f"but dataset.channels={keys.channels}, image_size={keys.image_size}"
         )
-    return ImageData(images, random_flip=keys.random_flip)
+    y = load_labels(dataset.name, split=split, **dataset.params) if labels else None
+    if y is not None and len(y) != len(images):
+        raise ConfigError(f"dataset {dataset.name!r}: {len(y)} labels for {len(images)} images")
+    return ImageData(images, random_flip=keys.random_flip, labels=y)
 
 
-def build_evaluator(eval_n: int, dataset: Option) -> Evaluator | None:
-    """The sample-quality evaluator when eval_n > 0 (needs a fitted feature network)."""
+def build_evaluator(eval_n: int, dataset: Option, conditional: bool = False) -> Evaluator | None:
+    """The sample-quality evaluator when eval_n > 0 (needs a fitted feature network); for a
+    conditional model it also knows the test labels, for per-class FD."""
     if not eval_n:
         return None
     keys = dataset.shared
-    return Evaluator(load_feature_space(dataset.name, keys.channels, keys.image_size))
+    space = load_feature_space(dataset.name, keys.channels, keys.image_size)
+    test_labels = load_labels(dataset.name, split="test", **dataset.params) if conditional else None
+    return Evaluator(space, test_labels=test_labels)
 
 
 def likelihood_variance(sampler: Option) -> str:
@@ -208,10 +231,13 @@ def build_optimizer(
     return adam, lrs
 
 
-def model_fingerprint(cfg: DictConfig) -> dict[str, Any]:
-    """The config keys that define the model; a checkpoint only loads into a match."""
+def model_fingerprint(cfg: DictConfig, classes: list[str] | None = None) -> dict[str, Any]:
+    """The config keys that define the model; a checkpoint only loads into a match. A
+    conditional model adds its conditioning and class names (which sampling needs)."""
     keys = {g: section(cfg, g) for g in MODEL_GROUPS}
     keys["dataset"] = {k: cfg.dataset[k] for k in ("channels", "image_size")}
+    if classes is not None:
+        keys["conditioning"], keys["classes"] = section(cfg, "conditioning"), list(classes)
     return keys
 
 
@@ -229,6 +255,7 @@ def hparams(run: RunConfig, steps: int, diffusion: GaussianDiffusion) -> dict[st
         "minutes": trainer.minutes or 0.0,
         "p2_gamma": run["loss"].shared.p2_gamma,
         "ema_decay": trainer.ema_decay,
+        "guidance": run["sampler"].shared.guidance,
         "seed": run.top.seed,
         "alpha_bar_T": diffusion.terminal_alpha_bar(),
     }
@@ -248,9 +275,11 @@ def build_trainer(
     run = resolve(cfg)
     diffusion = build_diffusion(run)
     plan = make_plan(run["sampler"], diffusion)
-    network, ema_network = build_network(run), build_network(run)
+    dataset, classes = run["dataset"], run_classes(run)
+    conditional = classes is not None
+    network, ema_network = build_network(run, classes), build_network(run, classes)
     loss_fn = build_loss(run, network, diffusion)
-    data = build_data(run["dataset"])
+    data = build_data(dataset, labels=conditional)
     steps = budget["steps"] if budget else total_steps(run.trainer, len(data.images))
     trainer = dataclasses.replace(run.trainer, steps=steps)
     optimizer, lrs = build_optimizer(trainer, network, trainer.steps)
@@ -258,15 +287,17 @@ def build_trainer(
     parts = RunParts(
         train_step=TrainStep(loss_fn, optimizer, trainer.grad_clip, trainer.skip_nonfinite),
         ema_network=ema_network,
-        reverse_step=ReverseStep(ema_network, diffusion.objective, sampler.shared.clip_denoised),
+        reverse_step=ReverseStep(
+            ema_network, diffusion.objective, sampler.shared.clip_denoised, plan.guidance
+        ),
         plan=plan,
         diffusion=diffusion,
         data=data,
         lrs=lrs,
         hparams=hparams(run, trainer.steps, diffusion),
         config_text=OmegaConf.to_yaml(cfg, resolve=True),
-        fingerprint=model_fingerprint(cfg),
-        evaluator=build_evaluator(trainer.eval_n, run["dataset"]),
+        fingerprint=model_fingerprint(cfg, classes),
+        evaluator=build_evaluator(trainer.eval_n, dataset, conditional),
         likelihood=build_likelihood(
             trainer.bpd_n,
             trainer.bpd_timesteps,
@@ -275,5 +306,7 @@ def build_trainer(
             likelihood_variance(sampler),
         ),
         budget=budget,
+        classes=classes or [],
+        p_uncond=run["conditioning"]().p_uncond if conditional else 0.0,
     )
     return run["trainer"].entry(trainer, parts, run_dir, seed=run.top.seed, world=world)

@@ -2,7 +2,9 @@
 
 Draws n samples from the run's EMA weights with the run's sampler (or --sampler and its
 flags, as in ddpm.sample), computes FD, classifier IS, precision/recall (k=3) and the
-class shares against the test set in the cached feature space and, with --bpd-n, the
+class shares against the test set in the cached feature space (a class-conditional model
+draws every class in turn, and adds the conditional accuracy and per-class FD) and, with
+--bpd-n, the
 negative ELBO in bits/dim of the first bpd-n test images (50 network passes over each, so
 it takes longer than the samples); prints them and writes <run dir>/metrics.json.
 """
@@ -13,19 +15,20 @@ import argparse
 import json
 import sys
 import time
+from typing import Any
 
 import ddpm  # noqa: F401  (sets oneDNN and OpenMP variables before MindSpore loads)
 
 # isort: split
-from ddpm.build import build_likelihood, likelihood_variance, resolve
+from ddpm.build import build_evaluator, build_likelihood, likelihood_variance, resolve
 from ddpm.cli import non_negative_int, positive_int, run_dir, run_tool
+from ddpm.conditioning import balanced_labels
 from ddpm.metrics import METRICS
-from ddpm.quality import feature_net
 from ddpm.quality.evaluator import Evaluator, draw
-from ddpm.reverse_step import ReverseStep
+from ddpm.registry import Option
 from ddpm.runs import load_config
-from ddpm.sample import add_sampler_flags, load_run, sampler_option
-from ddpm.samplers import describe, make_plan
+from ddpm.sample import LoadedRun, add_sampler_flags, load_run, sampler_option
+from ddpm.samplers import describe
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -44,13 +47,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def sample_metrics(
+    loaded: LoadedRun, sampler: Option, evaluator: Evaluator, n: int, batch: int, seed: int
+) -> dict[str, Any]:
+    """The sample metrics of n samples drawn with `sampler` (a conditional model draws every
+    class in turn), in batches of `batch` from seed `seed` on."""
+    k = len(loaded.classes)
+    labels = balanced_labels(n, k) if k else None
+    shape = (
+        loaded.cfg.dataset.channels,
+        loaded.cfg.dataset.image_size,
+        loaded.cfg.dataset.image_size,
+    )
+    step, plan = loaded.sampling(sampler)
+    samples = draw(step, plan, n, shape, min(batch, n), seed, labels)
+    return evaluator.metrics(samples, labels)
+
+
 def evaluate(args: argparse.Namespace) -> int:
     sampler = sampler_option(load_config(args.run_dir), args)  # the flags, before any loading
     loaded = load_run(args.run_dir)
     run = resolve(loaded.cfg)
     dataset, diffusion = run["dataset"], loaded.diffusion
-    channels, size = dataset.shared.channels, dataset.shared.image_size
-    space = feature_net.load(dataset.name, channels, size) if args.n else None
+    evaluator = build_evaluator(args.n, dataset, conditional=bool(loaded.classes))
     likelihood = build_likelihood(
         args.bpd_n,
         args.bpd_timesteps or None,
@@ -58,15 +77,11 @@ def evaluate(args: argparse.Namespace) -> int:
         diffusion,
         likelihood_variance(run["sampler"]),
     )
-    step = ReverseStep(loaded.network, diffusion.objective, sampler.shared.clip_denoised)
     start, metrics = time.perf_counter(), {}
-    if space is not None:
-        batch = min(args.batch, args.n)
-        samples = draw(
-            step, make_plan(sampler, diffusion), args.n, (channels, size, size), batch, args.seed
-        )
-        metrics.update(Evaluator(space).metrics(samples))
+    if evaluator is not None:
+        metrics.update(sample_metrics(loaded, sampler, evaluator, args.n, args.batch, args.seed))
     if likelihood is not None:
+        step, _ = loaded.sampling(sampler)
         metrics.update(likelihood(step, min(args.batch, args.bpd_n)))
     metrics.update(
         step=loaded.step,

@@ -17,6 +17,7 @@ class Metric:
     description: str
     lower_is_better: bool
     needs: str | None = None  # the trainer key that must be > 0 for a run to compute it
+    conditional: bool = False  # only a class-conditional model has it
 
     @property
     def tag(self) -> str:
@@ -36,11 +37,24 @@ METRICS: dict[str, Metric] = {
         Metric("recall", "k-NN recall of the samples (Kynkaanniemi 2019)", False, "eval_n"),
         Metric("class_min", "share of the rarest class among the samples", False, "eval_n"),
         Metric("class_max", "share of the commonest class among the samples", True, "eval_n"),
+        Metric(
+            "cond_accuracy",
+            "share of samples classified as the class asked for",
+            False,
+            "eval_n",
+            conditional=True,
+        ),
+        Metric("fd_class", "mean over classes of per-class FD", True, "eval_n", conditional=True),
         Metric("bpd", "test-set negative ELBO in bits/dim", True, "bpd_n"),
     )
 }
 
 
-def computed_by(trainer: Any) -> list[Metric]:
-    """The metrics a run with this trainer config computes (`trainer` has eval_n, bpd_n)."""
-    return [m for m in METRICS.values() if m.needs is None or getattr(trainer, m.needs)]
+def computed_by(trainer: Any, conditional: bool = False) -> list[Metric]:
+    """The metrics a run with this trainer config computes (`trainer` has eval_n, bpd_n),
+    for a class-conditional model or not."""
+    return [
+        m
+        for m in METRICS.values()
+        if (m.needs is None or getattr(trainer, m.needs)) and (conditional or not m.conditional)
+    ]

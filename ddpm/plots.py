@@ -18,7 +18,7 @@ from ddpm.stats import estimate  # noqa: E402
 from ddpm.sweep import Group, label  # noqa: E402
 
 TAGS = ("train/loss", "eval/fd", "eval/fd_inf", "eval/precision", "eval/recall", "eval/is")
-TAGS += ("eval/bpd",)
+TAGS += ("eval/cond_accuracy", "eval/fd_class", "eval/bpd")
 GRID = 60  # points of the common minutes axis
 
 

@@ -19,6 +19,10 @@ column: the step hands its x0_hat back to the loop, which passes it to the next 
   x_t = (sigma_t / sigma_s) x_s + alpha_t (1 - e^-h) D, where D = x0_hat for the first and
   last steps and D = (1 + 1/(2r)) x0_hat - 1/(2r) x0_hat_prev, r = h_prev / h, otherwise.
 So one compiled step serves all three; a sampler is just its table, built once in float64.
+A last column holds each step's classifier-free guidance scale w (ddpm.conditioning): the
+sampler's `guidance` at steps with t/T inside `guidance_interval` (lo, hi], and 1 (plain
+conditional) outside it, which limits guidance to the middle noise levels as in
+Kynkaanniemi et al. 2024.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import numpy as np
 
 from ddpm.diffusion import REVERSE_VARIANCES, GaussianDiffusion
 from ddpm.registry import ConfigError, Option, Registry
-from ddpm.schema import NonNegativeFloat, OneOf, Range
+from ddpm.schema import Length, NonNegativeFloat, OneOf, Range
 
 
 @dataclass(frozen=True)
@@ -39,17 +43,19 @@ class SamplerKeys:
 
     steps: Annotated[int | None, Range(gt=0)]  # timesteps visited, at most T; null: all T
     clip_denoised: bool  # clip each x_0 prediction to [-1, 1]
+    guidance: NonNegativeFloat  # classifier-free guidance w (ddpm.conditioning); 1: none
+    guidance_interval: Annotated[list[float], Range(ge=0, le=1), Length(2)]  # (lo, hi] of t/T
 
 
 SAMPLERS = Registry("sampler", shared=SamplerKeys)
 
 # The columns of a plan's coefficient table, in order.
-COEFS = ("sqrt_ab", "sqrt_1m_ab", "a", "b", "c", "sigma")
+COEFS = ("sqrt_ab", "sqrt_1m_ab", "a", "b", "c", "sigma", "w")
 
 
 @dataclass(frozen=True)
 class SamplerPlan:
-    """timesteps [S] (descending) and coefs [S, 6], one row of COEFS per step."""
+    """timesteps [S] (descending) and coefs [S, 7], one row of COEFS per step."""
 
     timesteps: np.ndarray
     coefs: np.ndarray
@@ -58,19 +64,28 @@ class SamplerPlan:
     def num_steps(self) -> int:
         return len(self.timesteps)
 
+    @property
+    def guidance(self) -> np.ndarray:
+        """The guidance scale w of each step [S]."""
+        return self.coefs[:, COEFS.index("w")]
+
 
 def _plan(diffusion: GaussianDiffusion, timesteps: np.ndarray, a, b, sigma, c=0.0) -> SamplerPlan:
     t = timesteps
-    columns = np.broadcast_arrays(
-        diffusion.sqrt_alphas_cumprod[t], diffusion.sqrt_one_minus_alphas_cumprod[t], a, b, c, sigma
+    sqrt_ab, sqrt_1m_ab = (
+        diffusion.sqrt_alphas_cumprod[t],
+        diffusion.sqrt_one_minus_alphas_cumprod[t],
     )
+    columns = np.broadcast_arrays(sqrt_ab, sqrt_1m_ab, a, b, c, sigma, 1.0)
     return SamplerPlan(timesteps=t.astype(np.int64), coefs=np.stack(columns, axis=1))
 
 
 def x0_coefs(diffusion: GaussianDiffusion, t: int) -> np.ndarray:
-    """A coefficient row that only predicts x0_hat at timestep t (x_prev comes out as 0)."""
+    """A coefficient row that only predicts x0_hat at timestep t (x_prev comes out as 0),
+    without guidance."""
     row = np.zeros(len(COEFS))
     row[:2] = diffusion.sqrt_alphas_cumprod[t], diffusion.sqrt_one_minus_alphas_cumprod[t]
+    row[COEFS.index("w")] = 1.0
     return row
 
 
@@ -131,7 +146,8 @@ def dpm_solver_plan(
     first_order = alpha_t - alpha_s * b  # alpha_t (1 - e^-h), finite at sigma_t = 0
     a, c = first_order.copy(), np.zeros_like(first_order)
     if order == 2 and len(t) > 2:
-        lam = np.log(alpha_s / sigma_s)  # lambda at each visited timestep
+        with np.errstate(divide="ignore"):  # alpha = 0 at a zero-terminal-SNR t = T: -inf
+            lam = np.log(alpha_s / sigma_s)  # lambda at each visited timestep
         h, h_prev = lam[2:] - lam[1:-1], lam[1:-1] - lam[:-2]  # steps 1 .. S-2
         half_inv_r = h / (2.0 * h_prev)  # 1 / (2r)
         a[1:-1] = first_order[1:-1] * (1.0 + half_inv_r)
@@ -145,7 +161,19 @@ def describe(sampler: Option) -> str:
     return f"{sampler.name}(" + ", ".join(f"{k}={v}" for k, v in keys.items()) + ")"
 
 
+def guidance_scales(sampler: Option, t: np.ndarray, num_timesteps: int) -> np.ndarray:
+    """w at each visited timestep t [S]: `guidance` inside the interval, 1 outside it."""
+    lo, hi = sampler.shared.guidance_interval
+    if lo >= hi:
+        raise ConfigError(f"sampler.guidance_interval=[{lo}, {hi}] must have lo < hi")
+    s = (t + 1) / num_timesteps  # in (0, 1]
+    inside = (s > lo) & (s <= hi)
+    return np.where(inside, sampler.shared.guidance, 1.0)
+
+
 def make_plan(sampler: Option, diffusion: GaussianDiffusion) -> SamplerPlan:
     """The coefficient table of a resolved sampler option."""
     t = sampling_timesteps(diffusion.num_timesteps, sampler.shared.steps)
-    return sampler(diffusion, t)
+    plan = sampler(diffusion, t)
+    plan.coefs[:, COEFS.index("w")] = guidance_scales(sampler, t, diffusion.num_timesteps)
+    return plan

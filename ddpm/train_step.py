@@ -20,7 +20,7 @@ def _gather(table: Tensor, t: Tensor) -> Tensor:
 
 
 class DenoisingLoss(nn.Cell):
-    """Per-example weighted loss  w_t * mean_{C,H,W} dist(net(x_t, t), target)  -> [B]."""
+    """Per-example weighted loss  w_t * mean_{C,H,W} dist(net(x_t, t, y), target)  -> [B]."""
 
     def __init__(
         self,
@@ -36,11 +36,11 @@ class DenoisingLoss(nn.Cell):
         self.sqrt_1m_ab = _table(diffusion.sqrt_one_minus_alphas_cumprod)
         self.weights = _table(weights)
 
-    def construct(self, x_start: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+    def construct(self, x_start: Tensor, t: Tensor, noise: Tensor, y: Tensor) -> Tensor:
         sqrt_ab, sqrt_1m_ab = _gather(self.sqrt_ab, t), _gather(self.sqrt_1m_ab, t)
         x_t = q_sample(x_start, noise, sqrt_ab, sqrt_1m_ab)
         target = self.objective.target(x_start, noise, sqrt_ab, sqrt_1m_ab)
-        dist = self.distance(self.network(x_t, t) - target)  # [B, C, H, W]
+        dist = self.distance(self.network(x_t, t, y) - target)  # [B, C, H, W]
         return dist.mean(axis=(1, 2, 3)) * ops.gather(self.weights, t, 0)  # [B]
 
 
@@ -136,19 +136,21 @@ class TrainStep(nn.Cell):
 
             self.grad_reducer = nn.DistributedGradReducer(self.weights, True, get_group_size())
 
-    def _mean_loss(self, x_start, t, noise):
-        per_example = self.loss_fn(x_start, t, noise)
+    def _mean_loss(self, x_start, t, noise, y):
+        per_example = self.loss_fn(x_start, t, noise, y)
         return per_example.mean(), per_example
 
-    def gradients(self, x_start: Tensor, t: Tensor, noise: Tensor):
+    def gradients(self, x_start: Tensor, t: Tensor, noise: Tensor, y: Tensor):
         """Per-example losses [B] and the gradients of their mean, averaged over workers."""
-        (_, per_example), grads = self.grad_fn(x_start, t, noise)
+        (_, per_example), grads = self.grad_fn(x_start, t, noise, y)
         if self.data_parallel:
             grads = self.grad_reducer(grads)
         return per_example, grads
 
-    def construct(self, x_start: Tensor, t: Tensor, noise: Tensor, ema_decay: Tensor):
-        per_example, grads = self.gradients(x_start, t, noise)
+    def construct(self, x_start: Tensor, t: Tensor, noise: Tensor, y: Tensor, ema_decay: Tensor):
+        """y: class labels [B] (the null class where dropped; ignored by an unconditional
+        network)."""
+        per_example, grads = self.gradients(x_start, t, noise, y)
         if self.fused:
             return per_example, self._fused_update(grads, per_example.sum(), ema_decay)
         grad_norm = ops.sqrt(ops.addn(self.hyper_map(_square_sum, grads)))  # before clipping

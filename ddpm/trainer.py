@@ -17,6 +17,7 @@ from mindspore import dtype as mstype
 from tqdm import tqdm
 
 from ddpm import atomic, checkpoint
+from ddpm.conditioning import balanced_labels, drop_labels, per_class_labels
 from ddpm.data import ImageData, batch_stream
 from ddpm.diffusion import GaussianDiffusion, q_sample
 from ddpm.distributed import World
@@ -104,6 +105,12 @@ class RunParts:
     evaluator: Evaluator | None = None  # sample-quality metrics (trainer.eval_n > 0)
     likelihood: NegativeElbo | None = None  # test-set bits/dim (trainer.bpd_n > 0)
     budget: dict[str, Any] | None = None  # how trainer.minutes fixed the step count
+    classes: list[str] = field(default_factory=list)  # a conditional model's; [] otherwise
+    p_uncond: float = 0.0  # label dropout (ddpm.conditioning)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
 
 
 @dataclass
@@ -152,7 +159,8 @@ class Trainer:
         if self.step >= self.cfg.steps and self.summary_path.is_file():
             log.info("the run finished at step %d already; nothing to do", self.step)
             summary = json.loads(self.summary_path.read_text())
-            return {m.tag: summary[m.tag] for m in computed_by(self.cfg) if m.tag in summary}
+            metrics = computed_by(self.cfg, self.parts.num_classes > 0)
+            return {m.tag: summary[m.tag] for m in metrics if m.tag in summary}
         # On resume from step S, events after S go (the re-run writes them again); those at S,
         # such as its loss, were written before the checkpoint and stay.
         purge = self.step + 1 if self.step else None
@@ -212,16 +220,21 @@ class Trainer:
             for s, h in previous.items():
                 signal.signal(s, h)
 
-    def _train_one(self, x_start: np.ndarray, window: _Window) -> None:
-        # t and eps of step n depend only on (seed, rank, n): workers differ, resume is exact.
+    def _train_one(self, batch: tuple[np.ndarray, np.ndarray], window: _Window) -> None:
+        # t, eps and the label dropout of step n depend only on (seed, rank, n): workers
+        # differ, resume is exact.
+        x_start, labels = batch
         rng = np.random.default_rng((self.seed, self.world.rank, self.step))
         t = rng.integers(0, self.parts.diffusion.num_timesteps, size=len(x_start))
         noise = rng.standard_normal(x_start.shape, dtype=np.float32)
+        if self.parts.num_classes:
+            labels = drop_labels(labels, self.parts.p_uncond, self.parts.num_classes, rng)
         decay = ema_decay(self.step, self.cfg.ema_decay, self.cfg.ema_warmup)
         losses, grad_norm = self.parts.train_step(
             Tensor(x_start),
             Tensor(t.astype(np.int32)),
             Tensor(noise),
+            Tensor(labels.astype(np.int32)),
             Tensor(decay, mstype.float32),
         )
         losses, grad_norm = losses.asnumpy(), float(grad_norm.asnumpy())
@@ -293,7 +306,7 @@ class Trainer:
         ab_T = self.parts.diffusion.terminal_alpha_bar()
         self.logger.scalars({"schedule/alpha_bar_T": ab_T}, self.step)
         self.logger.text("config", f"```\n{self.parts.config_text}\n```", self.step)
-        metric_tags = [m.tag for m in computed_by(self.cfg)]
+        metric_tags = [m.tag for m in computed_by(self.cfg, self.parts.num_classes > 0)]
         self.logger.hparams_start(self.parts.hparams, metric_tags)
         if self.step == 0:
             self.logger.image("data/forward_process", self._forward_strip(), 0)
@@ -304,7 +317,7 @@ class Trainer:
     def _forward_strip(self, columns: int = 8) -> np.ndarray:
         """One real image noised by q(x_t | x_0) at evenly spaced t, left (t=0) to right (T-1)."""
         d = self.parts.diffusion
-        x0 = next(batch_stream(self.parts.data, 1, self.seed))  # [1, C, H, W]
+        x0, _ = next(batch_stream(self.parts.data, 1, self.seed))  # [1, C, H, W]
         ts = np.linspace(0, d.num_timesteps - 1, columns).round().astype(int)
         noise = np.random.default_rng(self.seed).standard_normal(x0.shape)
         strip = [
@@ -341,16 +354,22 @@ class Trainer:
         load_ema(self.parts.ema_network, {p.name: p for p in self.parts.train_step.ema})
 
     def sample_and_log(self) -> np.ndarray:
-        """Draw cfg.sample_n samples from the EMA weights; log and save the grid."""
+        """Draw cfg.sample_n samples from the EMA weights; log and save the grid. A
+        conditional model's grid has one row per class, of ceil(sample_n / K) samples."""
         self._sync_ema()
         c, h, w = self.parts.data.shape
+        k, n, per_row, labels = self.parts.num_classes, self.cfg.sample_n, None, None
+        if k:
+            per_row = -(-n // k)
+            labels = per_class_labels(per_row, k)
         x = p_sample_loop(
             self.parts.reverse_step,
             self.parts.plan,
-            (self.cfg.sample_n, c, h, w),
+            (len(labels) if k else n, c, h, w),
             seed=self.seed + 1,
+            labels=labels,
         )
-        grid = make_grid(to_uint8(x))
+        grid = make_grid(to_uint8(x), nrow=per_row)
         self.logger.image("samples/ema", grid, self.step)
         if self.world.is_main:
             save_png(grid, self.run_dir / "samples" / f"step_{self.step:08d}.png")
@@ -364,6 +383,8 @@ class Trainer:
         self._sync_ema()
         metrics: dict[str, Any] = {}
         if self.parts.evaluator is not None:
+            k = self.parts.num_classes
+            labels = balanced_labels(self.cfg.eval_n, k) if k else None
             samples = draw(
                 self.parts.reverse_step,
                 self.parts.plan,
@@ -371,8 +392,9 @@ class Trainer:
                 self.parts.data.shape,
                 min(self.cfg.sample_n, self.cfg.eval_n),
                 seed=self.seed + 10_000,
+                labels=labels,
             )
-            metrics.update(self.parts.evaluator.metrics(samples))
+            metrics.update(self.parts.evaluator.metrics(samples, labels))
         if self.parts.likelihood is not None:  # same batch as sampling: one compiled shape
             metrics.update(self.parts.likelihood(self.parts.reverse_step, self.cfg.sample_n))
         scalars = {f"eval/{k}": v for k, v in metrics.items() if isinstance(v, float)}
@@ -443,7 +465,7 @@ class Trainer:
             self._record_rank()
         values = {"final_loss": self.last_loss, "images_per_s": self.images_per_s}
         values.update({k.split("/")[1]: v for k, v in self.evaluate().items()})  # eval/fd -> fd
-        metrics = {m.tag: values[m.name] for m in computed_by(self.cfg)}
+        metrics = {m.tag: values[m.name] for m in computed_by(self.cfg, self.parts.num_classes > 0)}
         self.logger.hparams_end(metrics, self.step)
         summary = {
             **metrics,

@@ -88,7 +88,7 @@ class OracleNoise(nn.Cell):
         self.s = Tensor(diffusion.sqrt_one_minus_alphas_cumprod.astype(np.float32))
         self.target = Tensor(target)
 
-    def construct(self, x, t):
+    def construct(self, x, t, y):
         a = ops.gather(self.a, t, 0)[:, None, None, None]
         s = ops.gather(self.s, t, 0)[:, None, None, None]
         return (x - a * self.target) / s

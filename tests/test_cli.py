@@ -94,6 +94,32 @@ def test_sample_cli_writes_grid_npz_and_gif(trained_run, tmp_path):
     assert Image.open(tmp_path / "samples_ddpm.png").size[0] > 28
 
 
+def test_conditional_run_and_class_sampling(tmp_path):
+    """A class-conditional run's grid has one row per class; ddpm.sample draws the classes
+    asked for, by name, or a grid of one row per class."""
+    run = tmp_path / "run"
+    proc = cli("-m", "ddpm.run", *CLI_TINY, "conditioning=class", f"hydra.run.dir={run}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    acc = events(run)
+    grid = acc.Images("samples/ema")[-1]  # sample_n 4 over 10 classes: 1 per row
+    assert (grid.height, grid.width) == (10 * 30 + 2, 1 * 30 + 2)
+    assert hparams_of(acc)["conditioning"] == "class"
+    out = tmp_path / "samples"
+    proc = cli(
+        "-m", "ddpm.sample", str(run), "--per-class", "3", "--guidance", "2", "--out", str(out)
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    drawn = np.load(out / "samples_ddim.npz")
+    assert drawn["labels"].tolist() == [c for c in range(10) for _ in range(3)]
+    assert Image.open(out / "samples_ddim.png").size == (3 * 30 + 2, 10 * 30 + 2)
+    proc = cli("-m", "ddpm.sample", str(run), "--class", "Sneaker,9", "--n", "4", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert np.load(out / "samples_ddim.npz")["labels"].tolist() == [7, 9, 7, 9]
+    assert "of Sneaker, Ankle boot (guidance 1.0)" in proc.stdout
+    refused = cli("-m", "ddpm.sample", str(run), "--class", "shoe", "--out", str(out))
+    assert refused.returncode == 2 and "no class 'shoe'; the model's classes are" in refused.stderr
+
+
 def test_multirun_names_runs_by_their_overrides(tmp_path):
     sweep = tmp_path / "sweep"
     overrides = [o for o in CLI_TINY if not o.startswith("trainer.steps=")]
@@ -159,9 +185,13 @@ def test_bad_config_is_one_line_before_anything_runs(args, message, tmp_path):
         (["ddpm.sample", "{run}", "--steps", "x"], "argument --steps: 'x' is not a whole number"),
         (["ddpm.sample", "{run}", "--sampler", "ddpm", "--eta", "1"], "--eta does not apply"),
         (["ddpm.sample", "{run}", "--checkpoint", "{tmp}/x.ckpt"], "x.ckpt is not a file"),
+        (["ddpm.sample", "{run}", "--guidance", "2"], "needs a class-conditional model"),
+        (["ddpm.sample", "{run}", "--class", "bag"], "--class and --per-class need a class-cond"),
         (["ddpm.evaluate", "{tmp}/none"], "{tmp}/none is not a folder"),
         (["ddpm.evaluate", "{run}", "--batch", "0"], "argument --batch: 0 must be >= 1"),
         (["ddpm.compare", "{tmp}"], "is not a sweep: no runs"),
+        (["ddpm.guidance", "{run}", "--n", "4"], "is not a class-conditional run"),
+        (["ddpm.guidance", "{run}", "--scales", "1,-2"], "every scale must be >= 0"),
         (["ddpm.launch", "--workers", "0"], "argument --workers: 0 must be >= 1"),
         (["ddpm.launch", "--workers", "1", "--master-port", "70000"], "not a TCP port"),
         (["ddpm.fit_features", "dataset=nope"], "Could not find 'dataset/nope'"),

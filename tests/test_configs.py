@@ -54,7 +54,8 @@ def tiny_forward(cfg):
             (2, cfg.dataset.channels, size, size), dtype=np.float32
         )
     )
-    out = net(x, Tensor(np.array([0, diffusion.num_timesteps - 1], np.int32))).asnumpy()
+    t = Tensor(np.array([0, diffusion.num_timesteps - 1], np.int32))
+    out = net(x, t, Tensor(np.zeros(2, np.int32))).asnumpy()
     assert out.shape == x.shape and np.all(np.isfinite(out))
     loss = build_loss(run, net, diffusion)
     assert loss.weights.shape == (diffusion.num_timesteps,)
@@ -264,9 +265,10 @@ def test_patch_size_is_an_exact_pixel_unshuffle():
     and each patch's 4 pixels become 4 channels at one position."""
     net = build_network(resolve(compose_config("model.patch_size=2")))
     seen = []
-    net.denoise = lambda x, t: seen.append(x) or x  # the patches, returned unchanged
+    net.denoise = lambda x, temb: seen.append(x) or x  # the patches, returned unchanged
     x = np.arange(2 * 28 * 28, dtype=np.float32).reshape(2, 1, 28, 28)
-    out = net(Tensor(x), Tensor(np.zeros(2, np.int32))).asnumpy()
+    zeros = Tensor(np.zeros(2, np.int32))
+    out = net(Tensor(x), zeros, zeros).asnumpy()
     np.testing.assert_array_equal(out, x)
     patches = seen[0].asnumpy()
     assert patches.shape == (2, 4, 14, 14)

@@ -186,7 +186,7 @@ def test_pipeline_batches_scaling_flips_and_resume():
     images[:, 0, 0, 0] = np.arange(40)  # tag each image
     data = ImageData(images, random_flip=True)
     stream = batch_stream(data, 8, seed=5)
-    batches = [next(stream) for _ in range(12)]  # 2.4 epochs of 5 batches
+    batches = [next(stream)[0] for _ in range(12)]  # 2.4 epochs of 5 batches
     first = batches[0]
     assert first.shape == (8, 1, 8, 8) and first.dtype == np.float32
     assert first.min() >= -1.0 and first.max() <= 1.0 + 1e-6
@@ -194,11 +194,11 @@ def test_pipeline_batches_scaling_flips_and_resume():
     flipped = rows[:, 0] > rows[:, -1]
     assert 5 < flipped.sum() < 35  # a fair coin over 40 images
     unflipped = batch_stream(ImageData(images, random_flip=False), 8, seed=5)
-    epoch = np.concatenate([next(unflipped) for _ in range(5)])
+    epoch = np.concatenate([next(unflipped)[0] for _ in range(5)])
     tags = np.round((epoch[:, 0, 0, 0] + 1) * 127.5).astype(int)
     assert sorted(tags) == list(range(40))  # one epoch visits every image exactly once
     resumed = batch_stream(data, 8, seed=5, start_step=7)
     for k in range(7, 12):
-        np.testing.assert_array_equal(next(resumed), batches[k])
-    other = next(batch_stream(data, 8, seed=6))
+        np.testing.assert_array_equal(next(resumed)[0], batches[k])
+    other = next(batch_stream(data, 8, seed=6))[0]
     assert not np.array_equal(other, first)

@@ -1,5 +1,6 @@
 """Sample-quality metrics: closed forms, a real feature network, and the CLIs."""
 
+import csv
 import json
 import os
 import subprocess
@@ -202,3 +203,53 @@ def test_full_feature_network_reaches_90_percent(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     meta = json.loads((tmp_path / "features" / "fashion_mnist" / "meta.json").read_text())
     assert meta["accuracy"] >= 0.90 and meta["epochs"] == 5
+
+
+def test_guidance_sweep_logs_and_compares_conditional_metrics(feature_cache, tmp_path):
+    """A multirun over the guidance scale of a class-conditional model: eval/cond_accuracy
+    and per-class FD in TensorBoard, summary.json, ddpm.evaluate and ddpm.compare."""
+    from tests.test_cli import cli, events
+
+    env = {**os.environ, "DDPM_CACHE": str(feature_cache)}
+    sweep = tmp_path / "sweep"
+    proc = cli(
+        "-m",
+        "ddpm.run",
+        "-m",
+        "experiment=tiny",
+        "conditioning=class",
+        "sampler.guidance=0,3",
+        "trainer.eval_n=20",
+        f"hydra.sweep.dir={sweep}",
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = sorted(p for p in sweep.iterdir() if p.is_dir() and "guidance" in p.name)
+    assert len(runs) == 2
+    for run in runs:
+        summary = json.loads((run / "summary.json").read_text())
+        assert 0.0 <= summary["hparam/cond_accuracy"] <= 1.0 and summary["hparam/fd_class"] > 0
+        acc = events(run)
+        cond_accuracy = acc.Scalars("eval/cond_accuracy")[-1].value
+        assert cond_accuracy == pytest.approx(summary["hparam/cond_accuracy"], rel=1e-6)
+    evaluated = cli("-m", "ddpm.evaluate", str(runs[0]), "--n", "20", "--guidance", "1", env=env)
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    metrics = json.loads((runs[0] / "metrics.json").read_text())
+    assert "guidance=1.0" in metrics["sampler"] and len(metrics["fd_per_class"]) == 10
+    assert 0.0 <= metrics["cond_accuracy"] <= 1.0
+    table = cli("-m", "ddpm.compare", str(sweep), "--mixed-n")
+    assert table.returncode == 0, table.stderr[-2000:]
+    text = (sweep / "compare.md").read_text()
+    assert "cond_accuracy" in text and "fd_class" in text and "sampler.guidance" in text
+    curve = cli(
+        "-m", "ddpm.guidance", *map(str, runs), "--scales", "0,1,4", "--n", "20", "--out",
+        str(tmp_path / "curve"), env=env,
+    )  # fmt: skip
+    assert curve.returncode == 0, curve.stderr[-2000:]
+    with open(tmp_path / "curve" / "guidance.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [float(r["guidance"]) for r in rows] == [0.0, 1.0, 4.0] * 2
+    assert len({r["cond_accuracy"] for r in rows}) > 1  # the scale changes the samples
+    table = (tmp_path / "curve" / "guidance.md").read_text()
+    assert "mean over 2 run(s) of 20 samples" in table and "| 4 | " in table
+    assert (tmp_path / "curve" / "guidance.png").stat().st_size > 1000

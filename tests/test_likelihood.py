@@ -69,7 +69,7 @@ def test_variance_choice_is_checked_and_floored():
 class ZeroNoise(nn.Cell):
     """Predicts eps = 0: x_0 = x_t / sqrt(ab_t), a poor but valid model."""
 
-    def construct(self, x, t):
+    def construct(self, x, t, y):
         return ops.zeros_like(x)
 
 

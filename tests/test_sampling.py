@@ -51,7 +51,7 @@ def test_ddim_eta0_is_deterministic(diffusion):
 
 def test_ddpm_last_step_is_noise_free_and_returns_x0(diffusion):
     plan = make_plan(diffusion, "ddpm")
-    a, b, c, sigma = plan.coefs[-1, 2:]
+    a, b, c, sigma = plan.coefs[-1, 2:6]
     assert plan.timesteps[-1] == 0 and sigma == 0
     assert a == pytest.approx(1.0) and b == pytest.approx(0.0, abs=1e-12)
 
@@ -99,7 +99,7 @@ def test_sampling_with_oracle_recovers_the_image(sampler, params, oracle_noise):
 
 def test_sampling_is_seeded(diffusion):
     class Zero(nn.Cell):
-        def construct(self, x, t):
+        def construct(self, x, t, y):
             return ops.zeros_like(x)
 
     step = ReverseStep(Zero(), diffusion.objective, True)
@@ -113,7 +113,7 @@ def test_sampling_is_seeded(diffusion):
 class TanhDenoiser(nn.Cell):
     """The reference script's x0 network: x0(x, t) = 0.9 tanh(x) + 0.05 sin(t / 100)."""
 
-    def construct(self, x, t):
+    def construct(self, x, t, y):
         return 0.9 * ops.tanh(x) + 0.05 * ops.sin(t.astype(x.dtype) / 100)[:, None, None, None]
 
 
@@ -132,7 +132,8 @@ def test_dpm_solver_follows_diffusers(case):
     x0 = ops.zeros_like(x)
     for i, t in enumerate(plan.timesteps):
         coefs = Tensor(plan.coefs[i].astype(np.float32))
-        x, x0 = step(x, Tensor(np.full(len(x), t, np.int32)), coefs, ops.zeros_like(x), x0)
+        ts, ys = Tensor(np.full(len(x), t, np.int32)), Tensor(np.zeros(len(x), np.int32))
+        x, x0 = step(x, ts, ys, coefs, ops.zeros_like(x), x0)
         np.testing.assert_allclose(x.asnumpy(), ref[f"{case}_x"][i], atol=2e-5, err_msg=f"step {i}")
 
 
@@ -159,11 +160,20 @@ def test_sampler_flags_reach_shared_and_own_keys():
     from ddpm.sample import sampler_option
     from tests.conftest import compose_config
 
-    cfg = compose_config()
-    flags = {"steps": 10, "eta": None, "order": None}
+    cfg = compose_config("conditioning=none")
+    flags = {"steps": 10, "eta": None, "order": None, "guidance": None}
     option = sampler_option(cfg, Namespace(sampler="ddpm", **flags))
     assert option.name == "ddpm" and option.shared.steps == 10
     option = sampler_option(cfg, Namespace(sampler="dpm_solver", **{**flags, "order": 1}))
     assert option.shared.steps == 10 and option.params["order"] == 1
     with pytest.raises(ConfigError, match="--eta does not apply to the ddpm sampler"):
         sampler_option(cfg, Namespace(sampler="ddpm", **{**flags, "eta": 1.0}))
+    with pytest.raises(ConfigError, match="guidance 2.0 needs a class-conditional model"):
+        sampler_option(cfg, Namespace(sampler="ddim", **{**flags, "guidance": 2.0}))
+    conditional = compose_config("conditioning=class")
+    assert (
+        sampler_option(
+            conditional, Namespace(sampler="ddim", **{**flags, "guidance": 2.0})
+        ).shared.guidance
+        == 2.0
+    )

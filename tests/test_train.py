@@ -43,18 +43,19 @@ def batch(seed=0, b=8):
     rng = np.random.default_rng(seed)
     x = np.tanh(rng.standard_normal((b, 1, 8, 8))).astype(np.float32)
     t = rng.integers(0, 50, b).astype(np.int32)
-    return Tensor(x), Tensor(t), Tensor(rng.standard_normal((b, 1, 8, 8)).astype(np.float32))
+    noise = rng.standard_normal((b, 1, 8, 8)).astype(np.float32)
+    return Tensor(x), Tensor(t), Tensor(noise), Tensor(np.zeros(b, np.int32))
 
 
 def test_compiled_step_learns_and_tracks_ema(graph_mode):
     step, net = make_step()
-    x, t, noise = batch()
-    first, _ = step(x, t, noise, Tensor(0.0, mstype.float32))  # decay 0: EMA := weights
+    x, t, noise, y = batch()
+    first, _ = step(x, t, noise, y, Tensor(0.0, mstype.float32))  # decay 0: EMA := weights
     for p, e in zip(step.weights, step.ema, strict=True):
         np.testing.assert_array_equal(p.asnumpy(), e.asnumpy())
     frozen = [e.asnumpy().copy() for e in step.ema]
     for _ in range(30):
-        last, grad_norm = step(x, t, noise, Tensor(1.0, mstype.float32))  # decay 1: EMA frozen
+        last, grad_norm = step(x, t, noise, y, Tensor(1.0, mstype.float32))  # decay 1: EMA frozen
     assert last.asnumpy().mean() < 0.5 * first.asnumpy().mean()
     assert np.isfinite(float(grad_norm.asnumpy())) and float(grad_norm.asnumpy()) > 0
     for before, e in zip(frozen, step.ema, strict=True):
@@ -64,12 +65,12 @@ def test_compiled_step_learns_and_tracks_ema(graph_mode):
 
 def test_grad_norm_is_the_global_l2_norm():
     step, _ = make_step(grad_clip=0.0)
-    x, t, noise = batch(1)
-    grads = ops.value_and_grad(lambda *a: step.loss_fn(*a).mean(), None, step.weights)(x, t, noise)[
-        1
-    ]
+    x, t, noise, y = batch(1)
+    grads = ops.value_and_grad(lambda *a: step.loss_fn(*a).mean(), None, step.weights)(
+        x, t, noise, y
+    )[1]
     expected = np.sqrt(sum(float((g.asnumpy().astype(np.float64) ** 2).sum()) for g in grads))
-    _, grad_norm = step(x, t, noise, Tensor(0.5, mstype.float32))
+    _, grad_norm = step(x, t, noise, y, Tensor(0.5, mstype.float32))
     assert float(grad_norm.asnumpy()) == pytest.approx(expected, rel=1e-4)
 
 
@@ -81,8 +82,8 @@ def test_ema_names_follow_the_network():
 
 def test_checkpoint_roundtrip_keep_and_latest(tmp_path):
     step, net = make_step()
-    x, t, noise = batch()
-    step(x, t, noise, Tensor(0.9, mstype.float32))
+    x, t, noise, y = batch()
+    step(x, t, noise, y, Tensor(0.9, mstype.float32))
     folder = tmp_path / "ckpt"
     rng = np.random.default_rng(3)
     for k in (1, 2, 3):
@@ -146,15 +147,15 @@ def test_skip_nonfinite_leaves_the_state_untouched(mode, fused_update, request):
     if mode == "graph":
         request.getfixturevalue("graph_mode")
     step, _ = make_step(1.0, 1e-3, 10, fused_update, skip_nonfinite=True)
-    x, t, noise = batch()
-    step(x, t, noise, Tensor(0.5, mstype.float32))
+    x, t, noise, y = batch()
+    step(x, t, noise, y, Tensor(0.5, mstype.float32))
     before = [p.asnumpy().copy() for p in step.get_parameters()]
     bad = Tensor(np.full((8, 1, 8, 8), np.nan, np.float32))
-    losses, _ = step(bad, t, noise, Tensor(0.5, mstype.float32))
+    losses, _ = step(bad, t, noise, y, Tensor(0.5, mstype.float32))
     assert not np.all(np.isfinite(losses.asnumpy()))
     for b, p in zip(before, step.get_parameters(), strict=True):
         np.testing.assert_array_equal(b, p.asnumpy(), err_msg=p.name)
-    step(x, t, noise, Tensor(0.5, mstype.float32))  # a good step still updates
+    step(x, t, noise, y, Tensor(0.5, mstype.float32))  # a good step still updates
     assert any(
         not np.array_equal(b, p.asnumpy())
         for b, p in zip(before, step.get_parameters(), strict=True)

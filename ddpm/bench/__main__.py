@@ -109,8 +109,9 @@ def mindspore_worker(
     x = Tensor(rng.uniform(-1, 1, (batch, c, size, size)).astype(np.float32))
     t = Tensor(rng.integers(0, diffusion.num_timesteps, batch).astype(np.int32))
     noise = Tensor(rng.standard_normal((batch, c, size, size)).astype(np.float32))
+    y = Tensor(np.zeros(batch, np.int32))  # class labels: the unconditional network ignores them
     decay = Tensor(0.999, mstype.float32)
-    run_step = lambda: step(x, t, noise, decay)[0].asnumpy()  # noqa: E731
+    run_step = lambda: step(x, t, noise, y, decay)[0].asnumpy()  # noqa: E731
     first = median_time(run_step, 1)
     run_step()
     if serve:
@@ -119,8 +120,9 @@ def mindspore_worker(
     reverse = ReverseStep(build_network(run), diffusion.objective, True)
     xs = Tensor(rng.standard_normal((SAMPLE_N, c, size, size)).astype(np.float32))
     ts = Tensor(np.full(SAMPLE_N, 10, np.int32))
-    coefs = Tensor(np.array([0.5, 0.8, 0.3, 0.9, 0.2, 0.1], np.float32))
-    fwd = lambda: reverse(xs, ts, coefs, xs, xs)[0].asnumpy()  # noqa: E731
+    coefs = Tensor(np.array([0.5, 0.8, 0.3, 0.9, 0.2, 0.1, 1.0], np.float32))
+    ys = Tensor(np.zeros(SAMPLE_N, np.int32))
+    fwd = lambda: reverse(xs, ts, ys, coefs, xs, xs)[0].asnumpy()  # noqa: E731
     fwd()
     forward = median_time(fwd, max(3, steps // 2))
 

@@ -79,13 +79,38 @@ def read_cifar_batches(paths: list[Path]) -> np.ndarray:
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
+def image_files(root: Path) -> list[Path]:
+    """Every image file under root, in the order of read_image_folder."""
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DatasetError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found under {root}")
+    return files
+
+
+def folder_classes(root: Path) -> list[str]:
+    """The class names of an image folder: its subfolders that hold images, sorted, as in
+    torchvision's ImageFolder. Images directly in root have no class: an error."""
+    files = image_files(root)
+    loose = [f.name for f in files if f.parent == root]
+    if loose:
+        raise DatasetError(
+            f"the image folder {root} has no labels for {len(loose)} image(s) that lie directly "
+            f"in it (e.g. {loose[0]}): labels need one subfolder per class, root/<class>/<image>"
+        )
+    return sorted({f.relative_to(root).parts[0] for f in files})
+
+
+def read_image_folder_labels(root: Path) -> np.ndarray:
+    """The class of each image of read_image_folder: the index of its top subfolder."""
+    index = {name: i for i, name in enumerate(folder_classes(root))}
+    return np.array([index[f.relative_to(root).parts[0]] for f in image_files(root)], np.int64)
+
+
 def read_image_folder(root: Path, image_size: int, channels: int) -> np.ndarray:
     """Every image under root, resized (shorter side) and center-cropped to image_size."""
     from PIL import Image, UnidentifiedImageError
 
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise DatasetError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found under {root}")
+    files = image_files(root)
     mode = "L" if channels == 1 else "RGB"
     out = np.empty((len(files), image_size, image_size, channels), np.uint8)
     for i, path in enumerate(files):

@@ -17,10 +17,11 @@ from mindspore.dataset import vision
 
 @dataclass(frozen=True)
 class ImageData:
-    """uint8 images [N, H, W, C] plus the augmentation settings."""
+    """uint8 images [N, H, W, C], their class labels [N] if loaded, the augmentation settings."""
 
     images: np.ndarray
     random_flip: bool
+    labels: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -39,14 +40,15 @@ class _ImageStream:
         self, data: ImageData, per_epoch: int, seed: int, start: int, shard: tuple[int, int]
     ):
         self.images, self.flip = data.images, data.random_flip
+        self.labels = np.zeros(len(data.images), np.int32) if data.labels is None else data.labels
         self.per_epoch, self.seed, self.start = per_epoch, seed, start
         self.shard_id, self.num_shards = shard
 
-    def __iter__(self) -> Iterator[tuple[np.ndarray]]:
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         epoch, offset = divmod(self.start, self.per_epoch)
         while True:
             for i in self._epoch_order(epoch)[offset:]:
-                yield (self._item(epoch, int(i)),)
+                yield self._item(epoch, int(i)), np.int32(self.labels[i])
             epoch, offset = epoch + 1, 0
 
     def _epoch_order(self, epoch: int) -> np.ndarray:
@@ -75,13 +77,13 @@ def batch_stream(
     seed: int,
     start_step: int = 0,
     shard: tuple[int, int] = (0, 1),
-) -> Iterator[np.ndarray]:
-    """Endless float32 batches [B, C, H, W] in [-1, 1], starting at global step start_step."""
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Endless batches: float32 images [B, C, H, W] in [-1, 1] and int32 labels [B] (zeros
+    for data without labels), starting at global step start_step."""
     n = len(data.images)
     per_epoch = steps_per_epoch(n, batch_size, shard[1]) * batch_size
     stream = _ImageStream(data, per_epoch, seed, start_step * batch_size, shard)
-    pipe = ds.GeneratorDataset(stream, ["image"], shuffle=False, num_parallel_workers=1)
+    pipe = ds.GeneratorDataset(stream, ["image", "label"], shuffle=False, num_parallel_workers=1)
     pipe = pipe.map([vision.Rescale(1 / 127.5, -1.0), vision.HWC2CHW()], input_columns="image")
     pipe = pipe.batch(batch_size, drop_remainder=True)
-    for (batch,) in pipe.create_tuple_iterator(num_epochs=1, output_numpy=True):
-        yield batch
+    yield from map(tuple, pipe.create_tuple_iterator(num_epochs=1, output_numpy=True))

@@ -21,11 +21,13 @@ import numpy as np
 
 from ddpm.data.formats import (
     DatasetError,
+    folder_classes,
     read_cifar_batches,
     read_cifar_labels,
     read_idx_images,
     read_idx_labels,
     read_image_folder,
+    read_image_folder_labels,
 )
 from ddpm.registry import Registry
 from ddpm.schema import OneOf, PositiveInt
@@ -79,6 +81,7 @@ class Source:
     how_to_get: str = ""
     archive: str | None = None  # downloaded file to extract into root, if any
     read_labels: Callable[[Path, str], np.ndarray] | None = None  # (root, split) -> int [N]
+    classes: tuple[str, ...] | None = None  # the label names; None: read from the folder
 
 
 def _idx_reader(root: Path, split: str, image_size: int, channels: int) -> np.ndarray:
@@ -98,6 +101,13 @@ def _cifar_reader(root: Path, split: str, image_size: int, channels: int) -> np.
     return read_cifar_batches(_cifar_files(root, split))
 
 
+FASHION_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)  # fmt: skip
+CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+)  # fmt: skip
 FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
 
@@ -113,6 +123,7 @@ for _src in (
             "t10k-labels-idx1-ubyte.gz": (FASHION_URL, "bb300cfdad3c16e7a12a480ee83cd310"),
         },
         read_labels=_idx_labels,
+        classes=FASHION_CLASSES,
         system_dirs=("/usr/share/datasets/fashion-mnist",),
         how_to_get="apt-get install dataset-fashion-mnist  (Debian/Ubuntu), or run once online",
     ),
@@ -127,6 +138,7 @@ for _src in (
             "t10k-labels-idx1-ubyte.gz": (MNIST_URL, "ec29112dd5afa0611ce80d1b7f02629c"),
         },
         read_labels=_idx_labels,
+        classes=tuple(str(d) for d in range(10)),
         system_dirs=("/usr/share/datasets/mnist",),
         how_to_get="run once online, or copy the four IDX .gz files into one of these folders",
     ),
@@ -142,12 +154,14 @@ for _src in (
         },
         archive="cifar-10-python.tar.gz",
         read_labels=lambda root, split: read_cifar_labels(_cifar_files(root, split)),
+        classes=CIFAR10_CLASSES,
         how_to_get="run once online, or extract cifar-10-python.tar.gz into one of these folders",
     ),
     Source(
         name="image_folder",
         required=(),
         read=lambda root, split, size, channels: read_image_folder(root, size, channels),
+        read_labels=lambda root, split: read_image_folder_labels(root),
         how_to_get="set dataset.root=<a folder of images>",
     ),
 ):
@@ -242,3 +256,14 @@ def load_labels(
     if not all((folder / f).is_file() for f in source.urls if "labels" in f):
         raise DatasetError(f"no label files for {name!r} in {folder}")
     return source.read_labels(folder, split)
+
+
+def class_names(name: str, root: str | None = None) -> list[str]:
+    """The label names of dataset `name`, index i naming label i; an image folder's are its
+    subfolders (ddpm.data.formats.folder_classes)."""
+    source = DATASETS.get(name)
+    if source.classes is not None:
+        return list(source.classes)
+    if source.read_labels is None:
+        raise DatasetError(f"dataset {name!r} has no labels")
+    return folder_classes(locate(source, root, download=False))

@@ -29,12 +29,14 @@ class _Level(nn.Cell):
 
 @MODELS.register("unet")
 class UNet(nn.Cell):
-    """eps_theta(x_t, t): [B, C, H, W], [B] -> [B, C, H, W].
+    """eps_theta(x_t, t, y): [B, C, H, W], [B], [B] -> [B, C, H, W].
 
     Resolution i has channels dim * dim_mults[i]; every level but the last halves H and W.
     The decoder mirrors the encoder, concatenating each level's skip before its blocks.
     With patch_size p > 1 the network sees p x p patches as channels, [B, C p^2, H/p, W/p]
     (pixel unshuffle, as a patch embedding in U-ViT and DiT), and its output is shuffled back.
+    With num_classes K > 0, an embedding of the label y (K classes and the null class K)
+    is added to the time embedding (ddpm.conditioning); with K = 0 the network ignores y.
     """
 
     def __init__(
@@ -43,6 +45,7 @@ class UNet(nn.Cell):
         make_block: BlockFactory,
         make_attention: AttentionFactory,
         make_mid_attention: AttentionFactory,
+        num_classes: int = 0,
         *,
         dim: PositiveInt,  # base width; level i has dim * dim_mults[i] channels
         dim_mults: Annotated[list[int], Range(gt=0), Length(1, at_least=True)],
@@ -61,6 +64,9 @@ class UNet(nn.Cell):
         self.time_mlp = nn.SequentialCell(
             SinusoidalEmbedding(dim), nn.Dense(dim, time_dim), gelu(), nn.Dense(time_dim, time_dim)
         )
+        self.num_classes = num_classes
+        if num_classes:
+            self.class_emb = nn.Embedding(num_classes + 1, time_dim)  # row K: the null class
         # Lists are built in full before assignment, so parameter names are unique.
         downs, ups, down_samplers, up_samplers = [], [], [], []
         for i, (d_in, d_out) in enumerate(in_out):
@@ -91,22 +97,24 @@ class UNet(nn.Cell):
         self.final_block = make_block(init_dim, dim, time_dim)
         self.final_conv = conv(dim, channels, 1)
 
-    def construct(self, x: Tensor, t: Tensor) -> Tensor:
+    def construct(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
+        temb = self.time_mlp(t)  # [B, 4*dim]
+        if self.num_classes:
+            temb = temb + self.class_emb(y)
         if self.patch > 1:
-            return self.unshuffled(x, t)
-        return self.denoise(x, t)
+            return self.unshuffled(x, temb)
+        return self.denoise(x, temb)
 
-    def unshuffled(self, x: Tensor, t: Tensor) -> Tensor:
+    def unshuffled(self, x: Tensor, temb: Tensor) -> Tensor:
         """denoise() on p x p patches as channels; the inverse reshape on the way out."""
         b, c, h, w = x.shape
         p = self.patch
         x = x.reshape(b, c, h // p, p, w // p, p).transpose(0, 1, 3, 5, 2, 4)
-        out = self.denoise(x.reshape(b, c * p * p, h // p, w // p), t)
+        out = self.denoise(x.reshape(b, c * p * p, h // p, w // p), temb)
         out = out.reshape(b, c, p, p, h // p, w // p).transpose(0, 1, 4, 2, 5, 3)
         return out.reshape(b, c, h, w)
 
-    def denoise(self, x: Tensor, t: Tensor) -> Tensor:
-        temb = self.time_mlp(t)  # [B, 4*dim]
+    def denoise(self, x: Tensor, temb: Tensor) -> Tensor:
         x = self.init_conv(x)
         skips = []
         for i in range(self.num_levels):

@@ -1,7 +1,8 @@
 """Test-set negative ELBO in bits/dim, as improved-diffusion's calc_bpd_loop computes it.
 
 The network only supplies x_0 predictions (through the compiled ReverseStep, so they are
-clipped exactly as in sampling); the bound itself is float64 numpy from ddpm.likelihood.
+clipped exactly as in sampling); a class-conditional network is asked for its null-class
+prediction, so the bound is that of p(x). The bound itself is float64 numpy from ddpm.likelihood.
 A subset of timesteps keeps it cheap: the sum over t is interpolated from k of them.
 """
 
@@ -69,5 +70,7 @@ class NegativeElbo:
         padded = np.concatenate([x_t, np.repeat(x_t[-1:], batch - n, axis=0)]).astype(np.float32)
         zeros = Tensor(np.zeros_like(padded))
         coefs = Tensor(x0_coefs(self.diffusion, t).astype(np.float32))
-        _, x0 = step(Tensor(padded), Tensor(np.full(batch, t, np.int32)), coefs, zeros, zeros)
+        null = Tensor(np.full(batch, step.null_class, np.int32))  # p(x): the null class
+        ts = Tensor(np.full(batch, t, np.int32))
+        _, x0 = step(Tensor(padded), ts, null, coefs, zeros, zeros)
         return x0.asnumpy()[:n].astype(np.float64)

@@ -23,9 +23,13 @@ from ddpm.samplers import SamplerPlan
 class Evaluator:
     space: FeatureSpace
     k: int = 3  # neighbours for precision/recall
+    test_labels: np.ndarray | None = None  # the test set's classes, for per-class FD
 
-    def metrics(self, samples: np.ndarray) -> dict[str, float | list[float]]:
-        """FD, IS, precision, recall and class histogram of samples [N, C, H, W] in [-1, 1]."""
+    def metrics(
+        self, samples: np.ndarray, labels: np.ndarray | None = None
+    ) -> dict[str, float | list[float]]:
+        """FD, IS, precision, recall and class histogram of samples [N, C, H, W] in [-1, 1];
+        for samples drawn for classes `labels` [N], also the conditional metrics."""
         features, probs = predict(self.space.net, samples.astype(np.float32))
         histogram = class_histogram(probs)
         mu, sigma = feature_stats(features)
@@ -41,14 +45,55 @@ class Evaluator:
             "class_max": float(histogram.max()),
             "class_histogram": histogram.round(4).tolist(),
             "n": len(samples),
+            **(self.conditional(features, probs, labels) if labels is not None else {}),
         }
+
+    def conditional(
+        self, features: np.ndarray, probs: np.ndarray, labels: np.ndarray
+    ) -> dict[str, float | list[float]]:
+        """cond_accuracy: the share of samples the classifier assigns to the class they were
+        drawn for; fd_class: the mean over classes of FD between a class's samples and its
+        test images (each on N/K samples, so biased upwards against the pooled FD)."""
+        out: dict[str, float | list[float]] = {
+            "cond_accuracy": float(np.mean(np.argmax(probs, axis=1) == labels))
+        }
+        if self.test_labels is not None:
+            real = self.space.test_features
+            per_class = [
+                frechet_distance(
+                    *feature_stats(features[labels == c]),
+                    *feature_stats(real[self.test_labels[: len(real)] == c]),
+                )
+                for c in np.unique(labels)
+                if np.sum(labels == c) > 1
+            ]
+            out["fd_class"] = float(np.mean(per_class))
+            out["fd_per_class"] = np.round(per_class, 2).tolist()
+        return out
 
 
 def draw(
-    step: ReverseStep, plan: SamplerPlan, n: int, shape: tuple[int, int, int], batch: int, seed: int
+    step: ReverseStep,
+    plan: SamplerPlan,
+    n: int,
+    shape: tuple[int, int, int],
+    batch: int,
+    seed: int,
+    labels: np.ndarray | None = None,
 ) -> np.ndarray:
-    """n samples [n, C, H, W] in fixed-size batches (one compiled shape), seeds seed, seed+1..."""
-    chunks = [
-        p_sample_loop(step, plan, (batch, *shape), seed=seed + i) for i in range(-(-n // batch))
+    """n samples [n, C, H, W] (of classes labels [n], if given) in fixed-size batches (one
+    compiled shape), seeds seed, seed+1..."""
+    chunks = -(-n // batch)
+    if labels is not None:  # the last batch is padded to full size
+        labels = np.resize(labels, chunks * batch)
+    samples = [
+        p_sample_loop(
+            step,
+            plan,
+            (batch, *shape),
+            seed=seed + i,
+            labels=None if labels is None else labels[i * batch : (i + 1) * batch],
+        )
+        for i in range(chunks)
     ]
-    return np.concatenate(chunks)[:n]
+    return np.concatenate(samples)[:n]

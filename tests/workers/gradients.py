@@ -17,11 +17,12 @@ from ddpm.build import CONF_DIR, build_trainer
 from ddpm.distributed import init_world
 
 
-def batch(rank: int, shape: tuple[int, ...]) -> tuple[Tensor, Tensor, Tensor]:
+def batch(rank: int, shape: tuple[int, ...]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     rng = np.random.default_rng(rank)
     x = rng.uniform(-1, 1, shape).astype(np.float32)
     t = rng.integers(0, 100, shape[0]).astype(np.int32)
-    return Tensor(x), Tensor(t), Tensor(rng.standard_normal(shape).astype(np.float32))
+    noise = rng.standard_normal(shape).astype(np.float32)
+    return Tensor(x), Tensor(t), Tensor(noise), Tensor(np.zeros(shape[0], np.int32))
 
 
 def main(out: Path) -> None:

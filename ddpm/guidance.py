@@ -1,0 +1,153 @@
+"""The guidance trade-off of class-conditional runs (Ho & Salimans 2022, fig. 2):
+
+    python -m ddpm.guidance <run dir> [<run dir> ...] [--scales 0,0.5,1,2,4] [--n 1000]
+
+Scores each run (typically the seeds of one recipe) at each guidance scale w with the
+samples and metrics of ddpm.evaluate: FD, precision, recall, the conditional accuracy and
+per-class FD. Guidance only changes sampling, so every scale sees the same trained weights.
+Writes into --out (default: the first run's parent folder) guidance.csv (a row per run and
+scale), guidance.md (the mean over runs +- the half-width of its 95% t interval, per scale)
+and, with matplotlib, guidance.png: FD against conditional accuracy as w grows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import ddpm  # noqa: F401  (sets oneDNN and OpenMP variables before MindSpore loads)
+
+# isort: split
+from ddpm.build import build_evaluator, resolve, section
+from ddpm.cli import non_negative_int, positive_int, run_dir, run_tool
+from ddpm.conditioning import CONDITIONINGS, is_conditional
+from ddpm.errors import ConfigError
+from ddpm.evaluate import sample_metrics
+from ddpm.runs import load_config
+from ddpm.sample import add_sampler_flags, load_run, sampler_option
+from ddpm.stats import estimate
+
+SHOWN = ("fd", "cond_accuracy", "fd_class", "precision", "recall", "is", "class_min")
+
+
+def scales(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list") from None
+    if any(not math.isfinite(v) or v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: every scale must be >= 0")
+    return values
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m ddpm.guidance",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("runs", type=run_dir, nargs="+", help="class-conditional run folders")
+    p.add_argument("--scales", type=scales, default=[0.0, 0.5, 1.0, 2.0, 4.0])
+    p.add_argument("--n", type=positive_int, default=1000, help="samples per run and scale")
+    p.add_argument("--batch", type=positive_int, default=250, help="samples drawn at once")
+    p.add_argument("--seed", type=non_negative_int, default=1000)
+    p.add_argument("--out", type=Path, help="output folder (default: the first run's parent)")
+    add_sampler_flags(p)
+    return p.parse_args(argv)
+
+
+def score_run(path: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """One row of metrics per guidance scale for the run at `path`."""
+    cfg = load_config(path)
+    if not is_conditional(CONDITIONINGS.resolve(section(cfg, "conditioning"))):
+        raise ConfigError(f"{path} is not a class-conditional run (conditioning=class)")
+    ws = args.scales
+    samplers = [
+        sampler_option(cfg, argparse.Namespace(**{**vars(args), "guidance": w})) for w in ws
+    ]
+    loaded = load_run(path)
+    evaluator = build_evaluator(args.n, resolve(loaded.cfg)["dataset"], conditional=True)
+    rows = []
+    for w, sampler in zip(ws, samplers, strict=True):
+        metrics = sample_metrics(loaded, sampler, evaluator, args.n, args.batch, args.seed)
+        rows.append({"run": path.name, "guidance": w, **{m: metrics[m] for m in SHOWN}})
+        print(f"{path.name} w={w:g}: " + ", ".join(f"{m} {metrics[m]:.4g}" for m in SHOWN))
+    return rows
+
+
+def summary_table(rows: list[dict[str, Any]], runs: int, n: int) -> str:
+    lines = [
+        f"Each value: the mean over {runs} run(s) of {n} samples each, +- the half-width of "
+        "its 95% t interval (none for one run).",
+        "",
+        "| guidance w | " + " | ".join(SHOWN) + " |",
+        "|" + "---|" * (len(SHOWN) + 1),
+    ]
+    for w in sorted({r["guidance"] for r in rows}):
+        cells = [f"{w:g}"]
+        for m in SHOWN:
+            est = estimate([r[m] for r in rows if r["guidance"] == w])
+            cells.append(
+                f"{est.mean:.4g}" + (f" +- {est.half_width:.2g}" if est.has_interval else "")
+            )
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> bool:
+    """FD (x) against conditional accuracy (y), mean and 95% intervals, one point per w."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as err:
+        print(f"(no {path.name}: {err}; pip install -e .[plots])", file=sys.stderr)
+        return False
+    ws = sorted({r["guidance"] for r in rows})
+    fd = [estimate([r["fd"] for r in rows if r["guidance"] == w]) for w in ws]
+    acc = [estimate([r["cond_accuracy"] for r in rows if r["guidance"] == w]) for w in ws]
+    err = lambda es: [e.half_width if e.has_interval else 0.0 for e in es]  # noqa: E731
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    ax.errorbar(
+        [e.mean for e in fd], [e.mean for e in acc], xerr=err(fd), yerr=err(acc), marker="o"
+    )
+    for w, f, a in zip(ws, fd, acc, strict=True):
+        ax.annotate(f"w={w:g}", (f.mean, a.mean), textcoords="offset points", xytext=(6, -10))
+    ax.set(xlabel="FD to the test set (lower: closer, more varied)", ylabel="conditional accuracy")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def guidance(args: argparse.Namespace) -> int:
+    if args.guidance is not None:
+        raise ConfigError("ddpm.guidance takes its scales from --scales, not --guidance")
+    out = args.out or args.runs[0].resolve().parent
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [row for path in args.runs for row in score_run(path, args)]
+    with open(out / "guidance.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    table = summary_table(rows, len(args.runs), args.n)
+    (out / "guidance.md").write_text(table)
+    written = [out / "guidance.md", out / "guidance.csv"]
+    written += [out / "guidance.png"] if plot(rows, out / "guidance.png") else []
+    print(table + "\nwritten: " + ", ".join(map(str, written)))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    return run_tool(lambda: guidance(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
