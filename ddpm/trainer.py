@@ -23,7 +23,7 @@ from ddpm.diffusion import GaussianDiffusion, q_sample
 from ddpm.distributed import World
 from ddpm.images import make_grid, save_png, to_uint8
 from ddpm.logger import NullLogger, TensorBoardLogger
-from ddpm.metrics import computed_by
+from ddpm.metrics import Metric, computed_by
 from ddpm.quality.bpd import NegativeElbo
 from ddpm.quality.evaluator import Evaluator, draw
 from ddpm.registry import ConfigError, Registry
@@ -152,6 +152,11 @@ class Trainer:
         self.loop_seconds = 0.0
         self._signal: int | None = None
 
+    @property
+    def metrics(self) -> list[Metric]:
+        """The metrics this run reports (ddpm.metrics)."""
+        return computed_by(self.cfg, conditional=self.parts.num_classes > 0)
+
     # ---- the loop -------------------------------------------------------------------
     def fit(self) -> dict[str, float]:
         """Train from self.step to cfg.steps; returns the final metrics."""
@@ -159,8 +164,7 @@ class Trainer:
         if self.step >= self.cfg.steps and self.summary_path.is_file():
             log.info("the run finished at step %d already; nothing to do", self.step)
             summary = json.loads(self.summary_path.read_text())
-            metrics = computed_by(self.cfg, self.parts.num_classes > 0)
-            return {m.tag: summary[m.tag] for m in metrics if m.tag in summary}
+            return {m.tag: summary[m.tag] for m in self.metrics if m.tag in summary}
         # On resume from step S, events after S go (the re-run writes them again); those at S,
         # such as its loss, were written before the checkpoint and stay.
         purge = self.step + 1 if self.step else None
@@ -306,7 +310,7 @@ class Trainer:
         ab_T = self.parts.diffusion.terminal_alpha_bar()
         self.logger.scalars({"schedule/alpha_bar_T": ab_T}, self.step)
         self.logger.text("config", f"```\n{self.parts.config_text}\n```", self.step)
-        metric_tags = [m.tag for m in computed_by(self.cfg, self.parts.num_classes > 0)]
+        metric_tags = [m.tag for m in self.metrics]
         self.logger.hparams_start(self.parts.hparams, metric_tags)
         if self.step == 0:
             self.logger.image("data/forward_process", self._forward_strip(), 0)
@@ -354,8 +358,9 @@ class Trainer:
         load_ema(self.parts.ema_network, {p.name: p for p in self.parts.train_step.ema})
 
     def sample_and_log(self) -> np.ndarray:
-        """Draw cfg.sample_n samples from the EMA weights; log and save the grid. A
-        conditional model's grid has one row per class, of ceil(sample_n / K) samples."""
+        """Draw cfg.sample_n samples from the EMA weights; log, save and return their grid
+        (uint8 [H, W, C]). A conditional model's grid has one row per class, of
+        ceil(sample_n / K) samples."""
         self._sync_ema()
         c, h, w = self.parts.data.shape
         k, n, per_row, labels = self.parts.num_classes, self.cfg.sample_n, None, None
@@ -373,7 +378,7 @@ class Trainer:
         self.logger.image("samples/ema", grid, self.step)
         if self.world.is_main:
             save_png(grid, self.run_dir / "samples" / f"step_{self.step:08d}.png")
-        return x
+        return grid
 
     def evaluate(self) -> dict[str, float]:
         """Sample metrics (FD, IS, precision, recall) of eval_n EMA samples and the test-set
@@ -458,14 +463,14 @@ class Trainer:
     def _finish(self) -> dict[str, float]:
         """Final samples, metrics and summary.json, then the final checkpoint, which marks
         the run as finished: a crash before it redoes this from the last checkpoint."""
-        samples = self.sample_and_log()
+        grid = self.sample_and_log()
         if self.world.is_main:
-            save_png(make_grid(to_uint8(samples)), self.run_dir / "samples.png")
+            save_png(grid, self.run_dir / "samples.png")
         if self.world.size > 1:
             self._record_rank()
         values = {"final_loss": self.last_loss, "images_per_s": self.images_per_s}
         values.update({k.split("/")[1]: v for k, v in self.evaluate().items()})  # eval/fd -> fd
-        metrics = {m.tag: values[m.name] for m in computed_by(self.cfg, self.parts.num_classes > 0)}
+        metrics = {m.tag: values[m.name] for m in self.metrics}
         self.logger.hparams_end(metrics, self.step)
         summary = {
             **metrics,

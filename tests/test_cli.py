@@ -103,6 +103,7 @@ def test_conditional_run_and_class_sampling(tmp_path):
     acc = events(run)
     grid = acc.Images("samples/ema")[-1]  # sample_n 4 over 10 classes: 1 per row
     assert (grid.height, grid.width) == (10 * 30 + 2, 1 * 30 + 2)
+    assert Image.open(run / "samples.png").size == (grid.width, grid.height)
     assert hparams_of(acc)["conditioning"] == "class"
     out = tmp_path / "samples"
     proc = cli(

@@ -292,7 +292,9 @@ def test_default_is_the_quick_recipe():
     cfg = compose_config(tiny=False)
     assert (cfg.model.dim, cfg.model.patch_size, list(cfg.attention.levels)) == (32, 2, [1])
     assert (cfg.objective.name, cfg.sampler.name) == ("pred_v", "dpm_solver")
-    assert cfg.trainer.minutes == 7
+    assert (cfg.conditioning.name, cfg.sampler.guidance) == ("class", 4.0)
+    assert list(cfg.sampler.guidance_interval) == [0.2, 0.8]
+    assert cfg.dataset.random_flip is False and cfg.trainer.minutes == 7
 
 
 def test_a_step_count_under_the_default_time_budget_is_refused():

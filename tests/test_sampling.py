@@ -161,7 +161,7 @@ def test_sampler_flags_reach_shared_and_own_keys():
     from tests.conftest import compose_config
 
     cfg = compose_config("conditioning=none")
-    flags = {"steps": 10, "eta": None, "order": None, "guidance": None}
+    flags = {"steps": 10, "eta": None, "order": None, "guidance": None, "guidance_interval": None}
     option = sampler_option(cfg, Namespace(sampler="ddpm", **flags))
     assert option.name == "ddpm" and option.shared.steps == 10
     option = sampler_option(cfg, Namespace(sampler="dpm_solver", **{**flags, "order": 1}))
