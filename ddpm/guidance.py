@@ -29,6 +29,7 @@ from ddpm.errors import ConfigError
 from ddpm.evaluate import sample_metrics
 from ddpm.runs import load_config
 from ddpm.sample import add_sampler_flags, load_run, sampler_option
+from ddpm.samplers import describe
 from ddpm.stats import estimate
 
 SHOWN = ("fd", "cond_accuracy", "fd_class", "precision", "recall", "is", "class_min")
@@ -74,7 +75,8 @@ def score_run(path: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
     for w, sampler in zip(ws, samplers, strict=True):
         metrics = sample_metrics(loaded, sampler, evaluator, args.n, args.batch, args.seed)
-        rows.append({"run": path.name, "guidance": w, **{m: metrics[m] for m in SHOWN}})
+        row = {"run": path.name, "guidance": w, "sampler": describe(sampler)}
+        rows.append({**row, **{m: metrics[m] for m in SHOWN}})
         print(f"{path.name} w={w:g}: " + ", ".join(f"{m} {metrics[m]:.4g}" for m in SHOWN))
     return rows
 
@@ -82,7 +84,8 @@ def score_run(path: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
 def summary_table(rows: list[dict[str, Any]], runs: int, n: int) -> str:
     lines = [
         f"Each value: the mean over {runs} run(s) of {n} samples each, +- the half-width of "
-        "its 95% t interval (none for one run).",
+        "its 95% t interval (none for one run). Sampler at the last scale: "
+        f"{rows[-1]['sampler']}.",
         "",
         "| guidance w | " + " | ".join(SHOWN) + " |",
         "|" + "---|" * (len(SHOWN) + 1),

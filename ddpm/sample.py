@@ -39,6 +39,7 @@ from ddpm.conditioning import (
     balanced_labels,
     check_guidance,
     class_index,
+    is_conditional,
     per_class_labels,
 )
 from ddpm.diffusion import GaussianDiffusion
@@ -160,11 +161,16 @@ def load_run(run_dir: Path, ckpt: Path | None = None) -> LoadedRun:
     return LoadedRun(cfg, diffusion, network, ckpt, int(meta["step"]), classes or [])
 
 
+def check_class_flags(cfg: DictConfig, args: argparse.Namespace) -> None:
+    """--class and --per-class, before anything loads: they need a conditional run."""
+    conditional = is_conditional(CONDITIONINGS.resolve(section(cfg, "conditioning")))
+    if (args.classes or args.per_class) and not conditional:
+        raise ConfigError("--class and --per-class need a class-conditional run")
+
+
 def sample_labels(args: argparse.Namespace, classes: list[str]) -> tuple[np.ndarray | None, int]:
     """The labels to draw ([N] or None for an unconditional model) and the grid's columns."""
     if not classes:
-        if args.classes or args.per_class:
-            raise ConfigError("--class and --per-class need a class-conditional run")
         return None, 0
     if args.per_class:
         return per_class_labels(args.per_class, len(classes)), args.per_class
@@ -175,9 +181,10 @@ def sample_labels(args: argparse.Namespace, classes: list[str]) -> tuple[np.ndar
 
 
 def sample(args: argparse.Namespace) -> int:
-    sampler = sampler_option(load_config(args.run_dir), args)  # the flags, before any loading
+    cfg = load_config(args.run_dir)
+    sampler = sampler_option(cfg, args)  # the flags, before any loading
+    check_class_flags(cfg, args)
     run = load_run(args.run_dir, args.checkpoint)
-    cfg = run.cfg
     c, size = cfg.dataset.channels, cfg.dataset.image_size
     labels, columns = sample_labels(args, run.classes)
     n = args.n if labels is None else len(labels)

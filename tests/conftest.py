@@ -68,7 +68,14 @@ def make_plan(diffusion: GaussianDiffusion, name: str, **keys) -> SamplerPlan:
 @pytest.fixture(autouse=True, scope="session")
 def mindspore_runtime():
     ms.set_device("CPU")
-    ms.set_context(mode=ms.PYNATIVE_MODE)  # in-process tests skip graph compilation
+    yield
+
+
+@pytest.fixture(autouse=True)
+def pynative_mode():
+    """Every test starts in PyNative mode (in-process tests skip graph compilation), even
+    after a tool run in-process switched to graph mode."""
+    ms.set_context(mode=ms.PYNATIVE_MODE)
     yield
 
 
