@@ -4,9 +4,9 @@ Draws n samples from the run's EMA weights with the run's sampler (or --sampler 
 flags, as in ddpm.sample), computes FD, classifier IS, precision/recall (k=3) and the
 class shares against the test set in the cached feature space (a class-conditional model
 draws every class in turn, and adds the conditional accuracy and per-class FD) and, with
---bpd-n, the
-negative ELBO in bits/dim of the first bpd-n test images (50 network passes over each, so
-it takes longer than the samples); prints them and writes <run dir>/metrics.json.
+--bpd-n, the negative ELBO in bits/dim of the first bpd-n test images (50 network passes
+over each, so it takes longer than the samples); prints them and writes
+<run dir>/metrics.json.
 """
 
 from __future__ import annotations
