@@ -122,6 +122,11 @@ def image_shape(run: RunConfig) -> tuple[int, int]:
     return keys.channels, keys.image_size
 
 
+def saved_conditioning(cfg: DictConfig) -> Option:
+    """The conditioning option of a composed or saved run config, resolved alone."""
+    return CONDITIONINGS.resolve(section(cfg, "conditioning"))
+
+
 def run_classes(run: RunConfig) -> list[str] | None:
     """The class names a conditional run learns (the dataset's); None when unconditional."""
     if not is_conditional(run["conditioning"]):
@@ -147,9 +152,8 @@ def build_network(run: RunConfig, classes: list[str] | None = None) -> UNet:
     if chosen is not None and not set(chosen) <= set(range(levels)):
         raise ConfigError(f"attention.levels={chosen} must be U-Net levels 0..{levels - 1}")
     make_attention, make_mid_attention = placement(attention)
-    if is_conditional(run["conditioning"]) and classes is None:
-        classes = run_classes(run)
-    k = len(classes) if is_conditional(run["conditioning"]) else 0
+    conditional = is_conditional(run["conditioning"])
+    k = len(classes if classes is not None else run_classes(run)) if conditional else 0
     return model(channels, run["block"], make_attention, make_mid_attention, k)
 
 

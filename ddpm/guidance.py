@@ -22,9 +22,9 @@ from typing import Any
 import ddpm  # noqa: F401  (sets oneDNN and OpenMP variables before MindSpore loads)
 
 # isort: split
-from ddpm.build import build_evaluator, resolve, section
+from ddpm.build import build_evaluator, resolve, saved_conditioning
 from ddpm.cli import non_negative_int, positive_int, run_dir, run_tool
-from ddpm.conditioning import CONDITIONINGS, is_conditional
+from ddpm.conditioning import is_conditional
 from ddpm.errors import ConfigError
 from ddpm.evaluate import sample_metrics
 from ddpm.runs import load_config
@@ -64,7 +64,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def score_run(path: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
     """One row of metrics per guidance scale for the run at `path`."""
     cfg = load_config(path)
-    if not is_conditional(CONDITIONINGS.resolve(section(cfg, "conditioning"))):
+    if not is_conditional(saved_conditioning(cfg)):
         raise ConfigError(f"{path} is not a class-conditional run (conditioning=class)")
     ws = args.scales
     samplers = [

@@ -25,7 +25,7 @@ from mindspore import nn
 from omegaconf import DictConfig
 
 from ddpm import checkpoint
-from ddpm.build import build_denoiser, default_section, section
+from ddpm.build import build_denoiser, default_section, saved_conditioning, section
 from ddpm.cli import (
     existing_file,
     non_negative_float,
@@ -35,7 +35,6 @@ from ddpm.cli import (
     run_tool,
 )
 from ddpm.conditioning import (
-    CONDITIONINGS,
     balanced_labels,
     check_guidance,
     class_index,
@@ -124,7 +123,7 @@ def sampler_option(cfg: DictConfig, args: argparse.Namespace) -> Option:
         sampler[flag] = value
     option = SAMPLERS.resolve(sampler)
     if args.guidance is not None:
-        check_guidance(CONDITIONINGS.resolve(section(cfg, "conditioning")), args.guidance)
+        check_guidance(saved_conditioning(cfg), args.guidance)
     return option
 
 
@@ -163,8 +162,7 @@ def load_run(run_dir: Path, ckpt: Path | None = None) -> LoadedRun:
 
 def check_class_flags(cfg: DictConfig, args: argparse.Namespace) -> None:
     """--class and --per-class, before anything loads: they need a conditional run."""
-    conditional = is_conditional(CONDITIONINGS.resolve(section(cfg, "conditioning")))
-    if (args.classes or args.per_class) and not conditional:
+    if (args.classes or args.per_class) and not is_conditional(saved_conditioning(cfg)):
         raise ConfigError("--class and --per-class need a class-conditional run")
 
 
