@@ -7,6 +7,7 @@ corrupt file) end in one `error: ...` line on stderr and exit code 2, never a tr
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +32,19 @@ def _bounded_int(text: str, low: int) -> int:
     if value < low:
         raise argparse.ArgumentTypeError(f"{value} must be >= {low}")
     return value
+
+
+def float_list(text: str, count: int | None = None) -> list[float]:
+    """'a,b,...' -> finite floats; exactly `count` of them when given."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list") from None
+    if count is not None and len(values) != count:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {count} numbers")
+    if not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r} has a number that is not finite")
+    return values
 
 
 def port(text: str) -> int:

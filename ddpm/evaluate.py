@@ -22,9 +22,8 @@ import ddpm  # noqa: F401  (sets oneDNN and OpenMP variables before MindSpore lo
 # isort: split
 from ddpm.build import build_evaluator, build_likelihood, likelihood_variance, resolve
 from ddpm.cli import non_negative_int, positive_int, run_dir, run_tool
-from ddpm.conditioning import balanced_labels
 from ddpm.metrics import METRICS
-from ddpm.quality.evaluator import Evaluator, draw
+from ddpm.quality.evaluator import Evaluator
 from ddpm.registry import Option
 from ddpm.runs import load_config
 from ddpm.sample import LoadedRun, add_sampler_flags, load_run, sampler_option
@@ -52,16 +51,10 @@ def sample_metrics(
 ) -> dict[str, Any]:
     """The sample metrics of n samples drawn with `sampler` (a conditional model draws every
     class in turn), in batches of `batch` from seed `seed` on."""
-    k = len(loaded.classes)
-    labels = balanced_labels(n, k) if k else None
-    shape = (
-        loaded.cfg.dataset.channels,
-        loaded.cfg.dataset.image_size,
-        loaded.cfg.dataset.image_size,
-    )
+    size = loaded.cfg.dataset.image_size
+    shape = (loaded.cfg.dataset.channels, size, size)
     step, plan = loaded.sampling(sampler)
-    samples = draw(step, plan, n, shape, min(batch, n), seed, labels)
-    return evaluator.metrics(samples, labels)
+    return evaluator.score(step, plan, n, shape, min(batch, n), seed, len(loaded.classes))
 
 
 def evaluate(args: argparse.Namespace) -> int:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ import ddpm  # noqa: F401  (sets oneDNN and OpenMP variables before MindSpore lo
 
 # isort: split
 from ddpm.build import build_evaluator, resolve, saved_conditioning
-from ddpm.cli import non_negative_int, positive_int, run_dir, run_tool
+from ddpm.cli import float_list, non_negative_int, positive_int, run_dir, run_tool
 from ddpm.conditioning import is_conditional
 from ddpm.errors import ConfigError
 from ddpm.evaluate import sample_metrics
@@ -36,11 +35,8 @@ SHOWN = ("fd", "cond_accuracy", "fd_class", "precision", "recall", "is", "class_
 
 
 def scales(text: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list") from None
-    if any(not math.isfinite(v) or v < 0 for v in values):
+    values = float_list(text)
+    if any(v < 0 for v in values):
         raise argparse.ArgumentTypeError(f"{text!r}: every scale must be >= 0")
     return values
 

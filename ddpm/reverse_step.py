@@ -47,13 +47,11 @@ class ReverseStep(nn.Cell):
 
     def predict(self, x_t: Tensor, t: Tensor, y: Tensor, w: Tensor) -> Tensor:
         """The network output, guided: out(null) + w * (out(y) - out(null))."""
-        if not self.null_class:
-            return self.network(x_t, t, y)
-        null = ops.ones_like(y) * self.null_class
-        if self.unconditional:
-            return self.network(x_t, t, null)
+        if self.unconditional and self.null_class:
+            return self.network(x_t, t, ops.ones_like(y) * self.null_class)
         if not self.guided:
             return self.network(x_t, t, y)
+        null = ops.ones_like(y) * self.null_class
         both = self.network(
             ops.concat((x_t, x_t)), ops.concat((t, t)), ops.concat((y, null))
         )  # [2B, C, H, W]

@@ -28,6 +28,7 @@ from ddpm import checkpoint
 from ddpm.build import build_denoiser, default_section, saved_conditioning, section
 from ddpm.cli import (
     existing_file,
+    float_list,
     non_negative_float,
     non_negative_int,
     positive_int,
@@ -56,11 +57,7 @@ SAMPLER_FLAGS = ("steps", "eta", "order", "guidance", "guidance_interval")
 
 def interval(text: str) -> list[float]:
     """'lo,hi' -> [lo, hi]: two fractions of T."""
-    try:
-        lo, hi = (float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not two numbers 'lo,hi'") from None
-    return [lo, hi]
+    return float_list(text, 2)
 
 
 def add_sampler_flags(p: argparse.ArgumentParser) -> None:

@@ -17,7 +17,7 @@ from mindspore import dtype as mstype
 from tqdm import tqdm
 
 from ddpm import atomic, checkpoint
-from ddpm.conditioning import balanced_labels, drop_labels, per_class_labels
+from ddpm.conditioning import drop_labels, per_class_labels
 from ddpm.data import ImageData, batch_stream
 from ddpm.diffusion import GaussianDiffusion, q_sample
 from ddpm.distributed import World
@@ -25,7 +25,7 @@ from ddpm.images import make_grid, save_png, to_uint8
 from ddpm.logger import NullLogger, TensorBoardLogger
 from ddpm.metrics import Metric, computed_by
 from ddpm.quality.bpd import NegativeElbo
-from ddpm.quality.evaluator import Evaluator, draw
+from ddpm.quality.evaluator import Evaluator
 from ddpm.registry import ConfigError, Registry
 from ddpm.reverse_step import ReverseStep, p_sample_loop
 from ddpm.samplers import SamplerPlan
@@ -388,18 +388,16 @@ class Trainer:
         self._sync_ema()
         metrics: dict[str, Any] = {}
         if self.parts.evaluator is not None:
-            k = self.parts.num_classes
-            labels = balanced_labels(self.cfg.eval_n, k) if k else None
-            samples = draw(
+            scores = self.parts.evaluator.score(
                 self.parts.reverse_step,
                 self.parts.plan,
                 self.cfg.eval_n,
                 self.parts.data.shape,
                 min(self.cfg.sample_n, self.cfg.eval_n),
-                seed=self.seed + 10_000,
-                labels=labels,
+                self.seed + 10_000,
+                self.parts.num_classes,
             )
-            metrics.update(self.parts.evaluator.metrics(samples, labels))
+            metrics.update(scores)
         if self.parts.likelihood is not None:  # same batch as sampling: one compiled shape
             metrics.update(self.parts.likelihood(self.parts.reverse_step, self.cfg.sample_n))
         scalars = {f"eval/{k}": v for k, v in metrics.items() if isinstance(v, float)}

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ddpm.conditioning import balanced_labels
 from ddpm.quality.feature_net import FeatureSpace, predict
 from ddpm.quality.scores import (
     class_histogram,
@@ -47,6 +48,21 @@ class Evaluator:
             "n": len(samples),
             **(self.conditional(features, probs, labels) if labels is not None else {}),
         }
+
+    def score(
+        self,
+        step: ReverseStep,
+        plan: SamplerPlan,
+        n: int,
+        shape: tuple[int, int, int],
+        batch: int,
+        seed: int,
+        num_classes: int = 0,
+    ) -> dict[str, float | list[float]]:
+        """The metrics of n samples drawn as `draw` does; a conditional model (num_classes
+        K > 0) draws every class in turn."""
+        labels = balanced_labels(n, num_classes) if num_classes else None
+        return self.metrics(draw(step, plan, n, shape, batch, seed, labels), labels)
 
     def conditional(
         self, features: np.ndarray, probs: np.ndarray, labels: np.ndarray
