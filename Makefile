@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: setup data run test test-slow test-all bench lint format clean
+.PHONY: setup data run test test-extras test-slow test-all bench lint format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,14 +26,23 @@ data: setup
 run: data
 	$(PY) -m ddpm.run $(ARGS)
 
-test: data
-	$(PY) -m pytest -m "not slow" -q
+# Two worker processes: compiling graphs and starting tools leave a core idle otherwise.
+TEST_WORKERS ?= 2
 
+test: data
+	$(PY) -m pytest -m "not slow" -q -n $(TEST_WORKERS)
+
+# The tests of the optional extras (the benchmark's PyTorch twin), which `make test` skips
+# without them; CI runs both.
+test-extras: data
+	$(PY) -m pip install --quiet -e ".[bench]"
+	DDPM_REQUIRE_EXTRAS=1 $(PY) -m pytest -m "not slow" -q tests/test_bench.py
+
+# One at a time: some of these time themselves or kill a run at random moments.
 test-slow: data
 	$(PY) -m pytest -m slow -q
 
-test-all: data
-	$(PY) -m pytest -q
+test-all: test test-slow
 
 bench: data
 	$(PY) -m pip install --quiet -e ".[bench]"

@@ -12,8 +12,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from ddpm.errors import EXPECTED
-from ddpm.runs import RUN_CONFIG
+from ddpm.config.errors import EXPECTED
+from ddpm.config.run_folder import RUN_CONFIG
 
 
 def positive_int(text: str) -> int:
@@ -95,3 +95,38 @@ def run_tool(main: Callable[[], int]) -> int:
     except EXPECTED as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+
+
+# Help and type of each sampler override (ddpm.sampling.options.SAMPLER_OVERRIDES).
+_SAMPLER_FLAGS: dict[str, dict] = {
+    "steps": {"type": positive_int, "help": "timesteps visited (at most T)"},
+    "eta": {"type": non_negative_float, "help": "DDIM eta (0 = deterministic)"},
+    "order": {"type": positive_int, "help": "DPM-Solver++ order (1 or 2)"},
+    "guidance": {
+        "type": non_negative_float,
+        "help": "classifier-free guidance w of a conditional model: 0 unconditional, 1 conditional",
+    },
+    "guidance_interval": {
+        "type": lambda text: float_list(text, 2),
+        "metavar": "LO,HI",
+        "help": "apply w only at steps with t/T in (LO, HI]; w = 1 elsewhere",
+    },
+}
+
+
+def add_sampler_flags(p: argparse.ArgumentParser) -> None:
+    """--sampler and a flag per sampler override (default: the run's own sampler). The
+    sampler modules load MindSpore, which the tools without sampling do not need."""
+    from ddpm.diffusion.samplers import SAMPLERS
+    from ddpm.sampling.options import SAMPLER_OVERRIDES
+
+    p.add_argument("--sampler", choices=SAMPLERS.names(), help="default: the run's sampler")
+    for key in SAMPLER_OVERRIDES:
+        p.add_argument(f"--{key.replace('_', '-')}", dest=key, **_SAMPLER_FLAGS[key])
+
+
+def sampler_flags(args: argparse.Namespace) -> dict:
+    """The sampler overrides given on the command line, by key (None: not given)."""
+    from ddpm.sampling.options import SAMPLER_OVERRIDES
+
+    return {key: getattr(args, key) for key in SAMPLER_OVERRIDES}

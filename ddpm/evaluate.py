@@ -14,20 +14,20 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
-from typing import Any
 
 import ddpm  # noqa: F401  (sets oneDNN and OpenMP variables before MindSpore loads)
 
 # isort: split
-from ddpm.build import build_evaluator, build_likelihood, likelihood_variance, resolve
-from ddpm.cli import non_negative_int, positive_int, run_dir, run_tool
-from ddpm.metrics import METRICS
-from ddpm.quality.evaluator import Evaluator
-from ddpm.registry import Option
-from ddpm.runs import load_config
-from ddpm.sample import LoadedRun, add_sampler_flags, load_run, sampler_option
-from ddpm.samplers import describe
+from ddpm.api import load_run
+from ddpm.cli import (
+    add_sampler_flags,
+    non_negative_int,
+    positive_int,
+    run_dir,
+    run_tool,
+    sampler_flags,
+)
+from ddpm.evaluation.metrics import METRICS
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -46,42 +46,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def sample_metrics(
-    loaded: LoadedRun, sampler: Option, evaluator: Evaluator, n: int, batch: int, seed: int
-) -> dict[str, Any]:
-    """The sample metrics of n samples drawn with `sampler` (a conditional model draws every
-    class in turn), in batches of `batch` from seed `seed` on."""
-    size = loaded.cfg.dataset.image_size
-    shape = (loaded.cfg.dataset.channels, size, size)
-    step, plan = loaded.sampling(sampler)
-    return evaluator.score(step, plan, n, shape, min(batch, n), seed, len(loaded.classes))
-
-
 def evaluate(args: argparse.Namespace) -> int:
-    sampler = sampler_option(load_config(args.run_dir), args)  # the flags, before any loading
-    loaded = load_run(args.run_dir)
-    run = resolve(loaded.cfg)
-    dataset, diffusion = run["dataset"], loaded.diffusion
-    evaluator = build_evaluator(args.n, dataset, conditional=bool(loaded.classes))
-    likelihood = build_likelihood(
-        args.bpd_n,
-        args.bpd_timesteps or None,
-        dataset,
-        diffusion,
-        likelihood_variance(run["sampler"]),
+    run = load_run(args.run_dir)
+    sampler = run.sampler(args.sampler, **sampler_flags(args))  # the flags, before loading
+    metrics = run.evaluate(
+        args.n,
+        batch=args.batch,
+        seed=args.seed,
+        bpd_n=args.bpd_n,
+        bpd_timesteps=args.bpd_timesteps or None,
+        sampler=sampler,
+        save=True,
     )
-    start, metrics = time.perf_counter(), {}
-    if evaluator is not None:
-        metrics.update(sample_metrics(loaded, sampler, evaluator, args.n, args.batch, args.seed))
-    if likelihood is not None:
-        step, _ = loaded.sampling(sampler)
-        metrics.update(likelihood(step, min(args.batch, args.bpd_n)))
-    metrics.update(
-        step=loaded.step,
-        sampler=describe(sampler),
-        seconds=round(time.perf_counter() - start, 1),
-    )
-    (args.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     for name, metric in METRICS.items():
         if name in metrics:
             print(f"{name:>10} {metrics[name]:.4g}  ({metric.description})")

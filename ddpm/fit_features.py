@@ -1,7 +1,7 @@
 """Fit a dataset's feature network once: `python -m ddpm.fit_features dataset=<name>`.
 
 Trains a small MindSpore classifier on the training split, reports its test accuracy,
-and caches its weights and the test set's feature statistics (see ddpm.quality.feature_net).
+and caches its weights and the test set's feature statistics (see ddpm.evaluation.feature_net).
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ import mindspore as ms
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 
-from ddpm.build import CONF_DIR, resolve
 from ddpm.cli import non_negative_int, positive_int, run_tool
+from ddpm.config.errors import ConfigError
+from ddpm.config.groups import CONF_DIR, resolve
 from ddpm.data.sources import load_images, load_labels
-from ddpm.errors import ConfigError
-from ddpm.quality import feature_net
-from ddpm.quality.scores import feature_stats
+from ddpm.evaluation import feature_net
+from ddpm.evaluation.scores import feature_stats
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -21,15 +21,21 @@ from typing import Any
 import ddpm  # noqa: F401  (sets oneDNN and OpenMP variables before MindSpore loads)
 
 # isort: split
-from ddpm.build import build_evaluator, resolve, saved_conditioning
-from ddpm.cli import float_list, non_negative_int, positive_int, run_dir, run_tool
-from ddpm.conditioning import is_conditional
-from ddpm.errors import ConfigError
-from ddpm.evaluate import sample_metrics
-from ddpm.runs import load_config
-from ddpm.sample import add_sampler_flags, load_run, sampler_option
-from ddpm.samplers import describe
-from ddpm.stats import estimate
+from ddpm.analysis.stats import estimate
+from ddpm.api import load_run
+from ddpm.cli import (
+    add_sampler_flags,
+    float_list,
+    non_negative_int,
+    positive_int,
+    run_dir,
+    run_tool,
+    sampler_flags,
+)
+from ddpm.config.errors import ConfigError
+from ddpm.config.groups import saved_conditioning
+from ddpm.diffusion.conditioning import is_conditional
+from ddpm.diffusion.samplers import describe
 
 SHOWN = ("fd", "cond_accuracy", "fd_class", "precision", "recall", "is", "class_min")
 
@@ -59,18 +65,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def score_run(path: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
     """One row of metrics per guidance scale for the run at `path`."""
-    cfg = load_config(path)
-    if not is_conditional(saved_conditioning(cfg)):
+    run = load_run(path)
+    if not is_conditional(saved_conditioning(run.cfg)):
         raise ConfigError(f"{path} is not a class-conditional run (conditioning=class)")
-    ws = args.scales
-    samplers = [
-        sampler_option(cfg, argparse.Namespace(**{**vars(args), "guidance": w})) for w in ws
-    ]
-    loaded = load_run(path)
-    evaluator = build_evaluator(args.n, resolve(loaded.cfg)["dataset"], conditional=True)
+    flags = sampler_flags(args)
+    samplers = [run.sampler(args.sampler, **{**flags, "guidance": w}) for w in args.scales]
     rows = []
-    for w, sampler in zip(ws, samplers, strict=True):
-        metrics = sample_metrics(loaded, sampler, evaluator, args.n, args.batch, args.seed)
+    for w, sampler in zip(args.scales, samplers, strict=True):
+        metrics = run.evaluate(args.n, batch=args.batch, seed=args.seed, sampler=sampler)
         row = {"run": path.name, "guidance": w, "sampler": describe(sampler)}
         rows.append({**row, **{m: metrics[m] for m in SHOWN}})
         print(f"{path.name} w={w:g}: " + ", ".join(f"{m} {metrics[m]:.4g}" for m in SHOWN))

@@ -1,7 +1,7 @@
 """Data-parallel training: `python -m ddpm.launch --workers N -- <the usual overrides>`.
 
 Starts MindSpore's `msrun` with N local workers, each running `python -m ddpm.run` with the
-same overrides and one shared run dir. Each worker joins the cluster (ddpm.distributed),
+same overrides and one shared run dir. Each worker joins the cluster (ddpm.runtime.distributed),
 reads its own shard of the data, draws its own timesteps and noise, and averages
 gradients (DATA_PARALLEL, gradients_mean=True); rank 0 alone writes TensorBoard events,
 samples and checkpoints. trainer.batch_size stays the global batch.

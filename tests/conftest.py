@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+import subprocess
+import sys
+
 import ddpm  # noqa: F401  (sets oneDNN and OpenMP variables before MindSpore loads)
 
 # isort: split
@@ -11,13 +16,16 @@ import pytest
 from hydra import compose, initialize_config_dir
 from mindspore import Tensor, nn, ops
 
-from ddpm import samplers
-from ddpm.build import CONF_DIR, default_section
-from ddpm.diffusion import GaussianDiffusion
-from ddpm.objectives import OBJECTIVES
-from ddpm.samplers import SAMPLERS, SamplerPlan
-from ddpm.schedules import SCHEDULES
-from ddpm.schedules import make_betas as schedule_betas
+from ddpm.config.groups import CONF_DIR, default_section, resolve
+from ddpm.data.build import dataset_classes
+from ddpm.diffusion import samplers
+from ddpm.diffusion.gaussian import GaussianDiffusion
+from ddpm.diffusion.objectives import OBJECTIVES
+from ddpm.diffusion.samplers import SAMPLERS, SamplerPlan
+from ddpm.diffusion.schedules import SCHEDULES
+from ddpm.diffusion.schedules import make_betas as schedule_betas
+from ddpm.nn.build import denoiser
+from ddpm.training.build import build_parts, build_trainer
 
 # Overrides that keep every option of every group tiny: two levels of width 8 and 16.
 TINY = [
@@ -45,6 +53,19 @@ def compose_config(*overrides: str, tiny: bool = True):
         ]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name="config", overrides=[*tiny_overrides, *overrides])
+
+
+def denoiser_of(cfg):
+    """(diffusion, freshly initialised network) of a composed config; a conditional one
+    over the dataset's classes."""
+    run = resolve(cfg)
+    return denoiser(run, dataset_classes(run["dataset"], run["conditioning"]))
+
+
+def trainer_of(cfg, run_dir, world=None):
+    """The Trainer of a composed config, built as ddpm.run builds it (no time budget)."""
+    trainer, _ = build_trainer(build_parts(resolve(cfg)), run_dir, world)
+    return trainer
 
 
 def make_betas(name: str, timesteps: int, **keys) -> np.ndarray:
@@ -105,3 +126,26 @@ class OracleNoise(nn.Cell):
 def oracle_noise():
     """The OracleNoise class: a network that knows the one training image."""
     return OracleNoise
+
+
+@pytest.fixture(scope="session")
+def feature_cache(tmp_path_factory):
+    """A real feature network fitted on 12,000 Fashion-MNIST images, in a private cache
+    that the test processes of one session share (pytest-xdist workers fit it once)."""
+    root = tmp_path_factory.getbasetemp()
+    root = root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+    cache = root / "feature_cache"
+    with open(root / "feature_cache.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the other workers wait for the first one's fit
+        if not (cache / "features" / "fashion_mnist" / "meta.json").is_file():
+            fit = ["ddpm.fit_features", "dataset=fashion_mnist", "--epochs", "2"]
+            proc = subprocess.run(
+                [sys.executable, "-m", *fit, "--limit", "12000"],
+                env={**os.environ, "DDPM_CACHE": str(cache)},
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+            assert proc.returncode == 0, proc.stderr[-2000:]
+            assert "test accuracy" in proc.stdout
+    return cache

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from mindspore import Tensor
 
-from ddpm import kernels
+from ddpm.nn import kernels
 from ddpm.nn.attention import FullAttention, LinearAttention
 
 

@@ -1,29 +1,43 @@
 """The benchmark's PyTorch twin must be the same network as ddpm.nn, or ratios mean nothing."""
 
+import os
+
 import pytest
 
-from ddpm.build import build_network, resolve, section
+from ddpm.config.groups import section
 from ddpm.nn import ATTENTIONS, BLOCKS
-from tests.conftest import compose_config
+from tests.conftest import compose_config, denoiser_of
 
-torch = pytest.importorskip("torch", reason="the PyTorch twin needs `pip install -e .[bench]`")
+if os.environ.get("DDPM_REQUIRE_EXTRAS") == "1":  # make test-extras: the twin must be tested
+    import torch
+else:
+    torch = pytest.importorskip("torch", reason="the PyTorch twin needs `make test-extras`")
 
 
 @pytest.mark.parametrize("block", BLOCKS.names())
 @pytest.mark.parametrize("attention", ATTENTIONS.names())
-def test_twin_has_the_same_parameters(block, attention):
+@pytest.mark.parametrize("recipe", ["quick", "seed_tutorial"])
+def test_twin_has_the_same_parameters(block, attention, recipe):
+    """The default recipe (2x2 patches, class labels) and the seed's (pixels, no labels)."""
     from ddpm.bench.torch_twin import UNet
 
-    cfg = compose_config(f"block={block}", f"attention={attention}", "attention.levels=[1]")
+    groups = ["block.groups=2"] if block == "resnet" else []  # the seed's widths: 18, 28, ...
+    cfg = compose_config(
+        f"experiment={recipe}",
+        f"block={block}",
+        *groups,
+        f"attention={attention}",
+        "attention.levels=[1]",
+    )
     sections = [section(cfg, g) for g in ("model", "block", "attention")]
-    ms_net = build_network(resolve(cfg))
-    pt_net = UNet(*sections, 1)
+    _, ms_net = denoiser_of(cfg)
+    pt_net = UNet(*sections, 1, ms_net.num_classes)
     ms_shapes = sorted(tuple(p.shape) for p in ms_net.trainable_params())
     pt_shapes = sorted(tuple(p.shape) for p in pt_net.parameters())
     # MindSpore stores Dense weights [out, in] like PyTorch; transposed-conv weights are
     # [in, out, k, k] in both.
     assert ms_shapes == pt_shapes
-    out = pt_net(torch.randn(2, 1, 28, 28), torch.tensor([0, 5]))
+    out = pt_net(torch.randn(2, 1, 28, 28), torch.tensor([0, 5]), torch.tensor([3, 10]))
     assert out.shape == (2, 1, 28, 28)
 
 

@@ -229,8 +229,7 @@ def test_kernel_switch_in_the_environment_wins_over_the_config(tmp_path):
 
 
 def test_run_names_keep_what_varies_and_stay_short(monkeypatch):
-    from ddpm.callbacks import SWEEP_KEYS_ENV
-    from ddpm.run import run_name
+    from ddpm.runtime.hydra_callbacks import SWEEP_KEYS_ENV, run_name
 
     monkeypatch.delenv(SWEEP_KEYS_ENV, raising=False)
     long_a = [f"trainer.k{i}={i}" for i in range(40)]

@@ -11,8 +11,8 @@ from PIL import Image
 from tensorboardX import SummaryWriter
 
 from ddpm import compare
-from ddpm.stats import estimate, welch_p
-from ddpm.sweep import RunRecord, group_by_seed, varying_keys
+from ddpm.analysis.stats import estimate, welch_p
+from ddpm.analysis.sweep import RunRecord, group_by_seed, varying_keys
 
 T975 = {1: math.tan(0.475 * math.pi)}  # Student t quantiles in closed form: df 1 (Cauchy)
 T975[2] = 0.95 * math.sqrt(2 / (4 * 0.975 * 0.025))  # df 2: (2p-1) sqrt(2 / (4p(1-p)))
@@ -126,7 +126,7 @@ def test_fd_at_different_sample_counts_is_not_ranked(tmp_path, capsys):
 def test_sweep_keys_are_the_swept_overrides_and_the_searched_params():
     from omegaconf import OmegaConf
 
-    from ddpm.callbacks import sweep_keys
+    from ddpm.runtime.hydra_callbacks import sweep_keys
 
     task = ["schedule=linear,cosine", "experiment=tiny", "seed=range(3)", "model.dim_mults=[1,2]"]
     params = {"trainer.lr": "tag(log, interval(1e-4, 1e-3))", "schedule": "choice(a,b)"}

@@ -7,22 +7,23 @@ from mindspore import Tensor, nn, ops
 from omegaconf import OmegaConf
 from PIL import Image
 
-from ddpm.build import build_network, build_trainer, model_fingerprint, resolve
-from ddpm.conditioning import (
+from ddpm.config.groups import resolve
+from ddpm.config.registry import ConfigError
+from ddpm.config.run_folder import load_config
+from ddpm.data import DatasetError, batch_stream, class_names, load_labels
+from ddpm.data.sources import FASHION_CLASSES
+from ddpm.diffusion.conditioning import (
     balanced_labels,
     class_index,
     drop_labels,
     per_class_labels,
 )
-from ddpm.data import DatasetError, batch_stream, class_names, load_labels
-from ddpm.data.sources import FASHION_CLASSES
-from ddpm.quality.evaluator import Evaluator
-from ddpm.quality.feature_net import FeatureSpace
-from ddpm.registry import ConfigError
-from ddpm.reverse_step import ReverseStep, p_sample_loop
-from ddpm.runs import load_config
-from ddpm.trainer import _Window
-from tests.conftest import compose_config, make_diffusion, make_plan
+from ddpm.evaluation.evaluator import Evaluator
+from ddpm.evaluation.feature_net import FeatureSpace
+from ddpm.sampling.reverse_step import ReverseStep, p_sample_loop
+from ddpm.training.build import model_fingerprint
+from ddpm.training.callbacks import SampleGrids
+from tests.conftest import compose_config, denoiser_of, make_diffusion, make_plan, trainer_of
 
 K = 10
 
@@ -57,11 +58,11 @@ def test_trainer_feeds_dropped_labels_to_the_train_step(tmp_path):
             return getattr(self.step, name)
 
     def labels_seen(run_dir):
-        trainer = build_trainer(cfg, run_dir)
-        trainer.parts.train_step = spy = Spy(trainer.parts.train_step)
-        batches = batch_stream(trainer.parts.data, 8, seed=0)
+        trainer = trainer_of(cfg, run_dir)
+        trainer.train_step = spy = Spy(trainer.train_step)
+        batches = batch_stream(trainer.batches.data, 8, seed=0)
         for _ in range(6):
-            trainer._train_one(next(batches), _Window())
+            trainer.train_one(next(batches))
         return np.concatenate(spy.seen)
 
     first = labels_seen(tmp_path / "a")
@@ -72,8 +73,8 @@ def test_trainer_feeds_dropped_labels_to_the_train_step(tmp_path):
 
 
 def test_the_null_class_is_a_learned_row_and_unconditional_networks_are_unchanged():
-    cond = build_network(resolve(compose_config("conditioning=class")))
-    uncond = build_network(resolve(compose_config("conditioning=none")))
+    _, cond = denoiser_of(compose_config("conditioning=class"))
+    _, uncond = denoiser_of(compose_config("conditioning=none"))
     assert cond.num_classes == K and cond.class_emb.embedding_table.shape[0] == K + 1
     names = {n for n, _ in cond.parameters_and_names()}
     assert names - {n for n, _ in uncond.parameters_and_names()} == {"class_emb.embedding_table"}
@@ -158,8 +159,9 @@ def test_label_helpers():
 def test_an_unconditional_model_ignores_guidance(tmp_path):
     """The default recipe guides; with conditioning=none the same config samples plainly."""
     cfg = compose_config("conditioning=none", "sampler.guidance=3")
-    trainer = build_trainer(cfg, tmp_path)
-    assert trainer.parts.num_classes == 0 and not trainer.parts.reverse_step.guided
+    trainer = trainer_of(cfg, tmp_path)
+    sampling = next(c for c in trainer.callbacks if isinstance(c, SampleGrids)).sampling
+    assert trainer.batches.num_classes == 0 and not sampling.reverse_step.guided
 
 
 def test_guidance_interval_sets_each_steps_scale():
@@ -179,8 +181,9 @@ def test_guidance_interval_sets_each_steps_scale():
 
 def test_fingerprint_of_unconditional_runs_is_unchanged_and_old_configs_load(tmp_path):
     cfg = compose_config("conditioning=none")
-    assert "classes" not in model_fingerprint(cfg) and "conditioning" not in model_fingerprint(cfg)
-    cond = model_fingerprint(compose_config("conditioning=class"), list(FASHION_CLASSES))
+    plain = model_fingerprint(resolve(cfg))
+    assert "classes" not in plain and "conditioning" not in plain
+    cond = model_fingerprint(resolve(compose_config("conditioning=class")), list(FASHION_CLASSES))
     assert cond["classes"][7] == "Sneaker" and cond["conditioning"]["p_uncond"] == 0.1
     cfg = OmegaConf.create(OmegaConf.to_container(cfg))
     del cfg["conditioning"], cfg.sampler["guidance"], cfg.sampler["guidance_interval"]
@@ -218,9 +221,9 @@ def test_unlabelled_image_folder_under_conditioning_is_a_clear_error(tmp_path):
         "trainer.batch_size=2",
     ]
     with pytest.raises(DatasetError, match=r"no labels for 2 image\(s\).*one subfolder per class"):
-        build_trainer(compose_config(*folder, "conditioning=class"), tmp_path / "run")
+        trainer_of(compose_config(*folder, "conditioning=class"), tmp_path / "run")
     uncond = compose_config(*folder, "conditioning=none")
-    assert build_trainer(uncond, tmp_path / "uncond").parts.num_classes == 0
+    assert trainer_of(uncond, tmp_path / "uncond").batches.num_classes == 0
 
 
 def test_conditional_metrics_on_known_features():

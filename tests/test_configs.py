@@ -13,18 +13,13 @@ from hydra.errors import ConfigCompositionException
 from mindspore import Tensor
 from omegaconf import OmegaConf
 
-from ddpm.build import (
-    GROUPS,
-    build_data,
-    build_diffusion,
-    build_loss,
-    build_network,
-    resolve,
-)
+from ddpm.config.groups import GROUPS, resolve
+from ddpm.config.registry import ConfigError, Registry
+from ddpm.data.build import build_data
+from ddpm.diffusion.samplers import COEFS, make_plan
 from ddpm.nn import ATTENTIONS, BLOCKS
-from ddpm.registry import ConfigError, Registry
-from ddpm.samplers import COEFS, make_plan
-from tests.conftest import CONF_DIR, TINY, compose_config
+from ddpm.training.build import build_loss
+from tests.conftest import CONF_DIR, TINY, compose_config, denoiser_of
 
 
 def options(group: str) -> list[str]:
@@ -47,7 +42,7 @@ def test_registry_rejects_duplicates():
 
 def tiny_forward(cfg):
     run = resolve(cfg)
-    diffusion, net = build_diffusion(run), build_network(run)
+    diffusion, net = denoiser_of(cfg)
     size = cfg.dataset.image_size
     x = Tensor(
         np.random.default_rng(0).standard_normal(
@@ -57,7 +52,7 @@ def tiny_forward(cfg):
     t = Tensor(np.array([0, diffusion.num_timesteps - 1], np.int32))
     out = net(x, t, Tensor(np.zeros(2, np.int32))).asnumpy()
     assert out.shape == x.shape and np.all(np.isfinite(out))
-    loss = build_loss(run, net, diffusion)
+    loss = build_loss(run["loss"], net, diffusion)
     assert loss.weights.shape == (diffusion.num_timesteps,)
     plan = make_plan(run["sampler"], diffusion)
     assert plan.coefs.shape == (plan.num_steps, len(COEFS))
@@ -263,7 +258,7 @@ def test_conf_has_no_stray_files():
 def test_patch_size_is_an_exact_pixel_unshuffle():
     """With patch_size 2 the blocks see [B, 4, 14, 14]; the reshapes in and out are inverse,
     and each patch's 4 pixels become 4 channels at one position."""
-    net = build_network(resolve(compose_config("model.patch_size=2")))
+    _, net = denoiser_of(compose_config("model.patch_size=2"))
     seen = []
     net.denoise = lambda x, temb: seen.append(x) or x  # the patches, returned unchanged
     x = np.arange(2 * 28 * 28, dtype=np.float32).reshape(2, 1, 28, 28)
@@ -278,7 +273,7 @@ def test_patch_size_is_an_exact_pixel_unshuffle():
 def test_attention_levels_select_where_attention_goes():
     def count(levels):
         cfg = compose_config("attention=full", f"attention.levels={levels}")
-        net = build_network(resolve(cfg))
+        _, net = denoiser_of(cfg)
         return sum(1 for n, _ in net.cells_and_names() if n.endswith("fn") or n == "mid_attn.fn")
 
     assert count("null") == 5  # 2 down + 2 up levels + the middle
@@ -300,7 +295,7 @@ def test_default_is_the_quick_recipe():
 def test_a_step_count_under_the_default_time_budget_is_refused():
     """The default recipe trains for trainer.minutes; steps or epochs given with it would be
     silently ignored, so they are refused unless minutes is set on the command line too."""
-    from ddpm.run import check_length_overrides
+    from ddpm.config.groups import check_length_overrides
 
     cfg = compose_config(tiny=False)
     refusal = r"trainer.steps=2000 has no effect .*trainer.minutes=null"

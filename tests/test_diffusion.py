@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from ddpm.diffusion import q_sample, velocity
-from ddpm.objectives import OBJECTIVES
-from ddpm.registry import ConfigError
+from ddpm.config.registry import ConfigError
+from ddpm.diffusion.gaussian import q_sample, velocity
+from ddpm.diffusion.objectives import OBJECTIVES
 from tests.conftest import make_diffusion
 
 

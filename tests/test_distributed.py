@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from ddpm.distributed import World
+from ddpm.config.registry import ConfigError
 from ddpm.launch import MSRUN, msrun_env
 from ddpm.launch import main as launch_main
-from ddpm.registry import ConfigError
+from ddpm.runtime.distributed import World
 from tests.test_cli import cli, events
 
 WORKERS = Path(__file__).resolve().parent / "workers"
@@ -54,6 +54,7 @@ def test_averaged_gradient_is_the_mean_of_the_ranks_gradients(tmp_path):
         assert record["max_diff"] < 1e-6  # and each rank applies exactly their mean
 
 
+@pytest.mark.slow
 def test_two_workers_stay_identical_write_once_and_resume_exactly(tmp_path):
     full, resumed = tmp_path / "full", tmp_path / "resumed"
     proc = launch(full, "trainer.steps=6", "trainer.checkpoint_every=3")

@@ -11,8 +11,8 @@ import pytest
 
 from ddpm.data import load_images
 from ddpm.data.sources import load_labels
-from ddpm.quality import feature_net
-from ddpm.quality.scores import (
+from ddpm.evaluation import feature_net
+from ddpm.evaluation.scores import (
     class_histogram,
     fd_infinity,
     feature_stats,
@@ -64,32 +64,6 @@ def test_precision_recall():
     narrow = real[:250] * 0.1  # mode-dropping samples: precise but low recall
     precision, recall = precision_recall(real, narrow)
     assert precision > 0.9 and recall < 0.5
-
-
-@pytest.fixture(scope="module")
-def feature_cache(tmp_path_factory):
-    """A real feature network fitted on 12,000 Fashion-MNIST images, in a private cache."""
-    cache = tmp_path_factory.mktemp("cache")
-    env = {**os.environ, "DDPM_CACHE": str(cache)}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ddpm.fit_features",
-            "dataset=fashion_mnist",
-            "--epochs",
-            "2",
-            "--limit",
-            "12000",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "test accuracy" in proc.stdout
-    return cache
 
 
 def test_feature_network_separates_data_from_noise(feature_cache, monkeypatch):
@@ -205,6 +179,7 @@ def test_full_feature_network_reaches_90_percent(tmp_path):
     assert meta["accuracy"] >= 0.90 and meta["epochs"] == 5
 
 
+@pytest.mark.slow
 def test_guidance_sweep_logs_and_compares_conditional_metrics(feature_cache, tmp_path):
     """A multirun over the guidance scale of a class-conditional model: eval/cond_accuracy
     and per-class FD in TensorBoard, summary.json, ddpm.evaluate and ddpm.compare."""

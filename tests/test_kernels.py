@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from mindspore import Tensor, nn, ops
 
-from ddpm import kernels
+from ddpm.nn import kernels
 
 pytestmark = pytest.mark.skipif(
     kernels.library() is None, reason="no C++ compiler: the fused kernels cannot be built"
@@ -148,26 +148,28 @@ def test_switched_off_builds_builtin_ops():
 def test_kernel_switch_and_key_turn_every_fused_op_off(env, key, monkeypatch):
     """DDPM_CPU_KERNELS=0 or runtime.cpu_kernels=false: a network and its train step are
     built from MindSpore's own ops only."""
-    from ddpm.build import build_network, resolve
-    from ddpm.runtime import configure_runtime
+    from ddpm.config.groups import resolve
+    from ddpm.nn.build import denoiser
+    from ddpm.runtime.device import configure_runtime
     from tests.conftest import compose_config
 
     if env is None:
         monkeypatch.delenv("DDPM_CPU_KERNELS", raising=False)
     else:
         monkeypatch.setenv("DDPM_CPU_KERNELS", env)
-    run = resolve(compose_config(f"runtime.cpu_kernels={str(key).lower()}", "block=convnext"))
+    overrides = (f"runtime.cpu_kernels={str(key).lower()}", "block=convnext", "conditioning=none")
+    run = resolve(compose_config(*overrides))
     try:
         configure_runtime(run.runtime, mode="pynative")
         assert not kernels.active()
-        net = build_network(run)
+        _, net = denoiser(run, None)
         fused = [name for name, cell in net.cells_and_names() if getattr(cell, "fused", False)]
         assert not fused
     finally:
         kernels.use(True)
     monkeypatch.delenv("DDPM_CPU_KERNELS", raising=False)
     assert kernels.active()  # and with both on, the same network gets the kernels
-    assert any(getattr(c, "fused", False) for _, c in build_network(run).cells_and_names())
+    assert any(getattr(c, "fused", False) for _, c in denoiser(run, None)[1].cells_and_names())
 
 
 def test_unknown_softmax_axis_is_refused():
@@ -177,7 +179,7 @@ def test_unknown_softmax_axis_is_refused():
 
 def test_library_is_cached(tmp_path, monkeypatch):
     """A second build with the same source, compiler and CPU reuses the file."""
-    from ddpm.kernels import build
+    from ddpm.nn.kernels import build
 
     monkeypatch.setenv("DDPM_KERNEL_CACHE", str(tmp_path))
     build.library.cache_clear()
@@ -194,7 +196,7 @@ def test_library_is_cached(tmp_path, monkeypatch):
 
 
 def test_missing_compiler_falls_back_with_a_warning(monkeypatch, caplog):
-    from ddpm.kernels import build
+    from ddpm.nn.kernels import build
 
     monkeypatch.setenv("CXX", "no-such-compiler-xyz")
     build.library.cache_clear()

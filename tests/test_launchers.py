@@ -10,8 +10,8 @@ import yaml
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 
-from ddpm.build import CONF_DIR, resolve
-from ddpm.registry import ConfigError
+from ddpm.config.groups import CONF_DIR, resolve
+from ddpm.config.registry import ConfigError
 from tests.conftest import compose_config
 from tests.test_cli import cli, events
 
@@ -38,6 +38,7 @@ def assert_named_runs(sweep, names: list[str]) -> None:
         assert acc.Scalars("train/loss")[-1].step == summary["steps"] == 4
 
 
+@pytest.mark.slow
 def test_joblib_runs_in_parallel_and_reports_failures(tmp_path):
     proc = sweep_runs(tmp_path, "joblib", "schedule=linear,cosine", "model.dim=8,0")
     assert proc.returncode == 1, proc.stderr[-2000:]  # the two dim=0 runs fail, the sweep ends
@@ -48,6 +49,7 @@ def test_joblib_runs_in_parallel_and_reports_failures(tmp_path):
     assert table.returncode == 0 and (tmp_path / "compare.md").read_text().count("failed") == 2
 
 
+@pytest.mark.slow
 def test_submitit_local_runs_each_job_separately(tmp_path):
     proc = sweep_runs(tmp_path, "submitit_local", "schedule=linear,cosine")
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from mindspore import nn, ops
 
-from ddpm.likelihood import (
+from ddpm.config.registry import ConfigError
+from ddpm.diffusion.likelihood import (
     discretized_gaussian_log_likelihood,
     model_log_variance,
     normal_kl,
@@ -14,9 +15,8 @@ from ddpm.likelihood import (
     sum_over_timesteps,
     timestep_subset,
 )
-from ddpm.quality.bpd import NegativeElbo
-from ddpm.registry import ConfigError
-from ddpm.reverse_step import ReverseStep
+from ddpm.evaluation.bpd import NegativeElbo
+from ddpm.sampling.reverse_step import ReverseStep
 from tests.conftest import make_diffusion
 
 GRID = np.arange(256) / 127.5 - 1.0  # the 8-bit values in [-1, 1]

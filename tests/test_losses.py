@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 from mindspore import Tensor
 
-from ddpm.build import default_section
-from ddpm.losses import LOSSES, LossWeighting, loss_weights, p2_weights
-from ddpm.objectives import OBJECTIVES
-from ddpm.registry import ConfigError
+from ddpm.config.groups import default_section
+from ddpm.config.registry import ConfigError
+from ddpm.diffusion.losses import LOSSES, LossWeighting, loss_weights, p2_weights
+from ddpm.diffusion.objectives import OBJECTIVES
 
 
 def run(name, diff, **keys):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
-from ddpm import checkpoint
+from ddpm.training import checkpoint
 from tests.test_cli import CLI_TINY, ROOT, cli, events
 
 STEPS = [o for o in CLI_TINY if not o.startswith(("trainer.steps=", "trainer.checkpoint_every="))]
@@ -101,7 +101,7 @@ def test_committed_events_survive_sigkill(tmp_path):
     script = (
         "import os, signal, sys\n"
         "from pathlib import Path\n"
-        "from ddpm.logger import TensorBoardLogger\n"
+        "from ddpm.training.logger import TensorBoardLogger\n"
         "log = TensorBoardLogger(Path(sys.argv[1]))\n"
         "for step in range(1, 201):\n"
         "    log.scalars({'train/loss': 1.0 / step}, step)\n"
@@ -135,6 +135,7 @@ def test_sigterm_then_resume_matches_an_uninterrupted_run(uninterrupted, tmp_pat
     assert steps == list(range(5, TOTAL + 1, 5))  # one curve: no duplicate or missing step
 
 
+@pytest.mark.slow
 def test_resume_keeps_what_the_checkpoint_step_logged(tmp_path):
     """Resumed from step 20, the run rewrites the curve after 20 and keeps the point at 20."""
     args = [*STEPS, "trainer.steps=40", "trainer.checkpoint_every=20", "trainer.log_every=5"]
@@ -148,6 +149,7 @@ def test_resume_keeps_what_the_checkpoint_step_logged(tmp_path):
     assert steps == list(range(5, 41, 5))
 
 
+@pytest.mark.slow
 def test_resume_refuses_another_model(tmp_path):
     first = cli("-m", "ddpm.run", *STEPS, "trainer.steps=2", f"hydra.run.dir={tmp_path}")
     assert first.returncode == 0, first.stderr[-2000:]
@@ -175,6 +177,7 @@ def test_resume_refuses_another_model(tmp_path):
     assert longer.returncode == 0, longer.stderr[-2000:]  # more steps, other logging: fine
 
 
+@pytest.mark.slow
 def test_corrupt_latest_falls_back_to_the_previous(tmp_path):
     ok = cli(
         "-m",

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from mindspore import Tensor, nn, ops
 
-from ddpm.diffusion import GaussianDiffusion
-from ddpm.objectives import OBJECTIVES
-from ddpm.registry import ConfigError
-from ddpm.reverse_step import ReverseStep, p_sample_loop
-from ddpm.samplers import COEFS, sampling_timesteps
+from ddpm.config.registry import ConfigError
+from ddpm.diffusion.gaussian import GaussianDiffusion
+from ddpm.diffusion.objectives import OBJECTIVES
+from ddpm.diffusion.samplers import COEFS, sampling_timesteps
+from ddpm.sampling.reverse_step import ReverseStep, p_sample_loop
 from tests.conftest import make_diffusion, make_plan
 
 # Trajectories from diffusers' DPMSolverMultistepScheduler; see the script beside them.
@@ -153,27 +153,21 @@ def test_dpm_solver_second_order_weights_sum_to_the_first_order_one(diffusion):
     assert second[0, C] == 0 and second[-1, C] == 0 and np.all(second[1:-1, C] < 0)
 
 
-def test_sampler_flags_reach_shared_and_own_keys():
-    """--steps is a key every sampler shares; --eta belongs to DDIM alone."""
-    from argparse import Namespace
-
-    from ddpm.sample import sampler_option
+def test_sampler_overrides_reach_shared_and_own_keys():
+    """steps is a key every sampler shares; eta belongs to DDIM alone."""
+    from ddpm.sampling.options import sampler_option
     from tests.conftest import compose_config
 
     cfg = compose_config("conditioning=none")
-    flags = {"steps": 10, "eta": None, "order": None, "guidance": None, "guidance_interval": None}
-    option = sampler_option(cfg, Namespace(sampler="ddpm", **flags))
+    option = sampler_option(cfg, "ddpm", steps=10, eta=None)
     assert option.name == "ddpm" and option.shared.steps == 10
-    option = sampler_option(cfg, Namespace(sampler="dpm_solver", **{**flags, "order": 1}))
+    option = sampler_option(cfg, "dpm_solver", steps=10, order=1)
     assert option.shared.steps == 10 and option.params["order"] == 1
     with pytest.raises(ConfigError, match="--eta does not apply to the ddpm sampler"):
-        sampler_option(cfg, Namespace(sampler="ddpm", **{**flags, "eta": 1.0}))
+        sampler_option(cfg, "ddpm", eta=1.0)
     with pytest.raises(ConfigError, match="guidance 2.0 needs a class-conditional model"):
-        sampler_option(cfg, Namespace(sampler="ddim", **{**flags, "guidance": 2.0}))
+        sampler_option(cfg, "ddim", guidance=2.0)
+    with pytest.raises(ConfigError, match="not a sampler override"):
+        sampler_option(cfg, "ddim", clip=False)
     conditional = compose_config("conditioning=class")
-    assert (
-        sampler_option(
-            conditional, Namespace(sampler="ddim", **{**flags, "guidance": 2.0})
-        ).shared.guidance
-        == 2.0
-    )
+    assert sampler_option(conditional, "ddim", guidance=2.0).shared.guidance == 2.0

@@ -3,8 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from ddpm.registry import ConfigError
-from ddpm.schedules import SCHEDULES
+from ddpm.config.registry import ConfigError
+from ddpm.diffusion.schedules import SCHEDULES
 from tests.conftest import make_betas
 
 

@@ -21,7 +21,7 @@ up to about 20%; a drift that slow weighs on both steps of a pair alike. The tab
 each framework's median over the pairs, and the median and quartiles of the per-pair
 ratios print below it.
 
-MindSpore runs with ddpm's settings (ddpm.kernels, the oneDNN ISA cap, libgomp's passive
+MindSpore runs with ddpm's settings (ddpm.nn.kernels, the oneDNN ISA cap, libgomp's passive
 wait); PyTorch and the peak run without the variables `import ddpm` set, since
 PyTorch's own OpenMP loops slow down about 1.8x under the passive wait. `--builtin` adds
 MindSpore with its built-in ops only (DDPM_CPU_KERNELS=0), for the kernels' share.
@@ -59,7 +59,7 @@ def case_config(case: str) -> dict[str, Any]:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from ddpm.build import CONF_DIR
+    from ddpm.config.groups import CONF_DIR
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=CASES[case])
@@ -88,11 +88,14 @@ def mindspore_worker(
     from mindspore import dtype as mstype
     from omegaconf import OmegaConf
 
-    from ddpm import kernels
-    from ddpm.build import build_diffusion, build_network, build_optimizer, default_section, resolve
-    from ddpm.reverse_step import ReverseStep, p_sample_loop
-    from ddpm.samplers import SAMPLERS, make_plan
-    from ddpm.train_step import DenoisingLoss, TrainStep
+    from ddpm.config.groups import default_section, resolve
+    from ddpm.data.build import dataset_classes
+    from ddpm.diffusion.samplers import SAMPLERS, make_plan
+    from ddpm.nn import kernels
+    from ddpm.nn.build import denoiser
+    from ddpm.sampling.reverse_step import ReverseStep, p_sample_loop
+    from ddpm.training.build import build_optimizer
+    from ddpm.training.step import DenoisingLoss, TrainStep
 
     ms.set_device("CPU")
     ms.set_context(mode=ms.GRAPH_MODE)
@@ -100,8 +103,8 @@ def mindspore_worker(
     c, size = cfg["dataset"]["channels"], cfg["dataset"]["image_size"]
     batch = cfg["trainer"]["batch_size"]
     run = resolve(OmegaConf.create(cfg))
-    diffusion = build_diffusion(run)
-    net = build_network(run)
+    classes = dataset_classes(run["dataset"], run["conditioning"])
+    diffusion, net = denoiser(run, classes)
     loss = DenoisingLoss(net, diffusion, run["loss"](), np.ones(diffusion.num_timesteps))
     optimizer, _ = build_optimizer(run.trainer, net, 1000)
     step = TrainStep(loss, optimizer, 1.0)
@@ -117,7 +120,7 @@ def mindspore_worker(
     if serve:
         return serve_steps(run_step)
     train = median_time(run_step, steps)
-    reverse = ReverseStep(build_network(run), diffusion.objective, True)
+    reverse = ReverseStep(denoiser(run, classes)[1], diffusion.objective, True)
     xs = Tensor(rng.standard_normal((SAMPLE_N, c, size, size)).astype(np.float32))
     ts = Tensor(np.full(SAMPLE_N, 10, np.int32))
     coefs = Tensor(np.array([0.5, 0.8, 0.3, 0.9, 0.2, 0.1, 1.0], np.float32))
@@ -174,7 +177,9 @@ def torch_worker(
     from torch.utils.flop_counter import FlopCounterMode
 
     from ddpm.bench.torch_twin import TrainStep, UNet
-    from ddpm.build import build_diffusion, resolve
+    from ddpm.config.groups import resolve
+    from ddpm.data.build import dataset_classes
+    from ddpm.nn.build import build_diffusion
 
     torch.manual_seed(0)
     torch.set_num_threads(threads)
@@ -183,8 +188,10 @@ def torch_worker(
         cfg["dataset"]["image_size"],
         cfg["trainer"]["batch_size"],
     )
-    diffusion = build_diffusion(resolve(OmegaConf.create(cfg)))
-    net = UNet(cfg["model"], cfg["block"], cfg["attention"], c)
+    run = resolve(OmegaConf.create(cfg))
+    diffusion = build_diffusion(run["schedule"], run["objective"])
+    classes = dataset_classes(run["dataset"], run["conditioning"]) or []
+    net = UNet(cfg["model"], cfg["block"], cfg["attention"], c, len(classes))
     step = TrainStep(net, diffusion.sqrt_alphas_cumprod, diffusion.sqrt_one_minus_alphas_cumprod)
     x = torch.rand(batch, c, size, size) * 2 - 1
     t = torch.randint(0, diffusion.num_timesteps, (batch,))
@@ -221,7 +228,7 @@ def fma_peak_gflops(seconds: float = 0.5, repeats: int = 3) -> tuple[float, str]
     (FmaPeakGflops in the kernel library), best of `repeats` runs of about `seconds`."""
     import ctypes
 
-    from ddpm.kernels.build import library
+    from ddpm.nn.kernels.build import library
 
     path = library()
     if path is None:
@@ -398,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ddpm-steps", type=int, help="time DDPM on this many steps, scaled to T")
     p.add_argument("--torch-threads", type=int, default=2, help="PyTorch intra-op threads")
     p.add_argument(
-        "--builtin", action="store_true", help="also time MindSpore without ddpm.kernels"
+        "--builtin", action="store_true", help="also time MindSpore without ddpm.nn.kernels"
     )
     p.add_argument(
         "--pairs",

@@ -137,10 +137,17 @@ class UNet(nn.Module):
     """ddpm.nn.unet.UNet in PyTorch, built from the same config sections."""
 
     def __init__(
-        self, model: dict[str, Any], block: dict[str, Any], attn: dict[str, Any], channels: int
+        self,
+        model: dict[str, Any],
+        block: dict[str, Any],
+        attn: dict[str, Any],
+        channels: int,
+        num_classes: int = 0,
     ) -> None:
         super().__init__()
         dim, mults = model["dim"], model["dim_mults"]
+        self.patch = model.get("patch_size", 1)
+        channels *= self.patch**2
         init_dim = model.get("init_dim") or dim
         dims = [init_dim, *(dim * m for m in mults)]
         in_out = list(zip(dims[:-1], dims[1:], strict=True))
@@ -158,6 +165,9 @@ class UNet(nn.Module):
             nn.GELU(),
             nn.Linear(time_dim, time_dim),
         )
+        self.num_classes = num_classes
+        if num_classes:  # row K: the null class
+            self.class_emb = nn.Embedding(num_classes + 1, time_dim)
         self.downs = nn.ModuleList(
             Level(mk(i, o), mk(o, o), at(o, lv)) for lv, (i, o) in enumerate(in_out)
         )
@@ -175,8 +185,19 @@ class UNet(nn.Module):
         self.mid_attn = attention(attn["mid"], mid, attn)
         self.final_block, self.final_conv = mk(init_dim, dim), conv(dim, channels, 1)
 
-    def forward(self, x, t):
+    def forward(self, x, t, y=None):
         temb = self.time_mlp(t)
+        if self.num_classes:
+            temb = temb + self.class_emb(torch.zeros_like(t) if y is None else y)
+        if self.patch == 1:
+            return self.denoise(x, temb)
+        b, c, h, w, p = *x.shape, self.patch
+        x = x.reshape(b, c, h // p, p, w // p, p).permute(0, 1, 3, 5, 2, 4)  # pixel unshuffle
+        out = self.denoise(x.reshape(b, c * p * p, h // p, w // p), temb)
+        out = out.reshape(b, c, p, p, h // p, w // p).permute(0, 1, 4, 2, 5, 3)
+        return out.reshape(b, c, h, w)
+
+    def denoise(self, x, temb):
         x = self.init_conv(x)
         skips = []
         for level, down in zip(self.downs, self.down_samplers, strict=True):
@@ -190,7 +211,7 @@ class UNet(nn.Module):
 
 
 class TrainStep:
-    """Huber loss on the noise, global-norm clipping, Adam and EMA, as ddpm.train_step."""
+    """Huber loss on the noise, global-norm clipping, Adam and EMA, as ddpm.training.step."""
 
     def __init__(self, net: UNet, sqrt_ab, sqrt_1m_ab, lr=1e-4, grad_clip=1.0, ema_decay=0.999):
         self.net, self.grad_clip, self.decay = net, grad_clip, ema_decay

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ddpm.errors import DatasetError
+from ddpm.config.errors import DatasetError
 
 IDX_DTYPES = {0x08: np.uint8}
 

@@ -19,6 +19,8 @@ from typing import Annotated
 
 import numpy as np
 
+from ddpm.config.registry import Registry
+from ddpm.config.schema import OneOf, PositiveInt
 from ddpm.data.formats import (
     DatasetError,
     folder_classes,
@@ -29,8 +31,6 @@ from ddpm.data.formats import (
     read_image_folder,
     read_image_folder_labels,
 )
-from ddpm.registry import Registry
-from ddpm.schema import OneOf, PositiveInt
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 from mindspore import Tensor, nn, ops
 
-from ddpm.kernels import ChannelLayerNorm, GroupNorm, Softmax
+from ddpm.config.registry import Option, Registry
+from ddpm.config.schema import NonNegativeInt, PositiveInt
+from ddpm.nn.kernels import ChannelLayerNorm, GroupNorm, Softmax
 from ddpm.nn.layers import conv
-from ddpm.registry import Option, Registry
-from ddpm.schema import NonNegativeInt, PositiveInt
 
 AttentionFactory = Callable[[int, int], nn.Cell]  # (channels, level) -> layer
 
@@ -75,7 +75,8 @@ class LinearAttention(nn.Cell):
     def construct(self, x: Tensor) -> Tensor:
         b, _, h, w = x.shape
         q, k, v = ops.chunk(self.to_qkv(x), 3, axis=1)
-        # The seed divides v by N; out is linear in v and q, so q takes that factor.
+        # The Annotated Diffusion Model divides v by N; out is linear in v and q, so q takes
+        # that factor.
         q = self.softmax_d(_split_heads(q, self.heads)) * (self.scale / (h * w))  # [B, heads, d, N]
         k = self.softmax_n(_split_heads(k, self.heads))
         v = _split_heads(v, self.heads)

@@ -1,16 +1,16 @@
 """Time-conditioned conv blocks. Interface: Block(dim_in, dim_out, time_dim, *, keys)(x, temb).
 
-The keyword-only parameters are the keys of the block's config section (ddpm.schema).
+The keyword-only parameters are the keys of the block's config section (ddpm.config.schema).
 """
 
 from __future__ import annotations
 
 from mindspore import Tensor, nn, ops
 
-from ddpm.kernels import DepthwiseConv2d, GroupNorm
+from ddpm.config.registry import ConfigError, Registry
+from ddpm.config.schema import PositiveInt
+from ddpm.nn.kernels import DepthwiseConv2d, GroupNorm
 from ddpm.nn.layers import conv, gelu
-from ddpm.registry import ConfigError, Registry
-from ddpm.schema import PositiveInt
 
 BLOCKS = Registry("block")
 
@@ -41,7 +41,8 @@ class ResnetBlock(nn.Cell):
 
 @BLOCKS.register("convnext")
 class ConvNextBlock(nn.Cell):
-    """ConvNeXt block (Liu et al. 2022), as in the seed: 7x7 depthwise + time, conv-GELU-conv."""
+    """ConvNeXt block (Liu et al. 2022) as in The Annotated Diffusion Model: 7x7 depthwise,
+    + time, then norm-conv-GELU-conv."""
 
     def __init__(
         self, dim_in: int, dim_out: int, time_dim: int, *, mult: PositiveInt, norm: bool

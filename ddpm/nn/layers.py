@@ -8,7 +8,7 @@ import numpy as np
 from mindspore import Tensor, nn, ops
 from mindspore import dtype as mstype
 
-from ddpm import kernels
+from ddpm.nn import kernels
 
 
 def conv(

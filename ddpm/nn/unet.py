@@ -7,10 +7,10 @@ from typing import Annotated
 
 from mindspore import Tensor, nn, ops
 
+from ddpm.config.registry import Registry
+from ddpm.config.schema import Length, PositiveInt, Range
 from ddpm.nn.attention import AttentionFactory
 from ddpm.nn.layers import SinusoidalEmbedding, conv, downsample, gelu, upsample
-from ddpm.registry import Registry
-from ddpm.schema import Length, PositiveInt, Range
 
 BlockFactory = Callable[[int, int, int], nn.Cell]  # (dim_in, dim_out, time_dim) -> block
 MODELS = Registry("model")
@@ -36,7 +36,7 @@ class UNet(nn.Cell):
     With patch_size p > 1 the network sees p x p patches as channels, [B, C p^2, H/p, W/p]
     (pixel unshuffle, as a patch embedding in U-ViT and DiT), and its output is shuffled back.
     With num_classes K > 0, an embedding of the label y (K classes and the null class K)
-    is added to the time embedding (ddpm.conditioning); with K = 0 the network ignores y.
+    is added to the time embedding (ddpm.diffusion.conditioning); with K = 0 the network ignores y.
     """
 
     def __init__(

@@ -25,6 +25,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 RECORD = Path(__file__).with_name("behaviour.json")
+# experiment=tiny seed=3 as the flat-package code saved it: config and final checkpoint.
+PRE_LAYOUT_RUN = Path(__file__).with_name("pre_layout_run")
 TINY_RUN = ["experiment=tiny", "seed=3"]
 DEFAULT_20 = ["trainer.minutes=null", "trainer.steps=20", "trainer.log_every=1"]
 DEFAULT_20 += ["trainer.sample_every=0", "trainer.checkpoint_every=0", "trainer.sample_n=10"]

@@ -13,8 +13,9 @@ import numpy as np
 from hydra import compose, initialize_config_dir
 from mindspore import Tensor
 
-from ddpm.build import CONF_DIR, build_trainer
-from ddpm.distributed import init_world
+from ddpm.config.groups import CONF_DIR, resolve
+from ddpm.runtime.distributed import init_world
+from ddpm.training.build import build_parts, build_trainer
 
 
 def batch(rank: int, shape: tuple[int, ...]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -32,7 +33,8 @@ def main(out: Path) -> None:
     world = init_world()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["experiment=tiny"])
-    step = build_trainer(cfg, out, world).parts.train_step
+    trainer, _ = build_trainer(build_parts(resolve(cfg)), out, world)
+    step = trainer.train_step
     shape = (4, 1, 28, 28)
     _, reduced = step.gradients(*batch(world.rank, shape))  # AllReduce-mean inside
     local = [step.grad_fn(*batch(r, shape))[1] for r in range(world.size)]  # no communication

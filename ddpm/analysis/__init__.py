@@ -1,0 +1,1 @@
+"""Stage 8, analysis of sweeps: run records, seed intervals and tests, compare.png."""

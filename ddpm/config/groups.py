@@ -1,0 +1,146 @@
+"""The config groups and the one place a composed config is checked.
+
+Every config group is a registry (ddpm.config.registry) whose options declare their own
+keys. `resolve` checks the whole composed (or saved) config against them, before data
+loads or a graph compiles, and returns a `RunConfig`: typed, resolved options that the
+builders (ddpm.training.build) receive one section at a time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from ddpm.config.errors import ConfigError
+from ddpm.config.registry import Option, Registry
+from ddpm.config.schema import NonNegativeInt, OneOf, check_section, keys_of
+from ddpm.data import DATASETS
+from ddpm.diffusion.conditioning import CONDITIONINGS
+from ddpm.diffusion.losses import LOSSES
+from ddpm.diffusion.objectives import OBJECTIVES
+from ddpm.diffusion.samplers import SAMPLERS
+from ddpm.diffusion.schedules import SCHEDULES
+from ddpm.evaluation.metrics import METRICS
+from ddpm.nn import ATTENTIONS, BLOCKS
+from ddpm.nn.unet import MODELS
+from ddpm.runtime.device import RuntimeKeys, runtime_keys
+from ddpm.training.config import TrainerConfig
+from ddpm.training.loop import TRAINERS
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+# One registry per config group: the group's folder under conf/ holds one YAML per option.
+GROUPS: dict[str, Registry] = {
+    "schedule": SCHEDULES,
+    "objective": OBJECTIVES,
+    "block": BLOCKS,
+    "attention": ATTENTIONS,
+    "loss": LOSSES,
+    "sampler": SAMPLERS,
+    "dataset": DATASETS,
+    "conditioning": CONDITIONINGS,
+    "model": MODELS,
+    "trainer": TRAINERS,
+}
+# The groups that define the network and its diffusion: a checkpoint loads into a match.
+MODEL_GROUPS = ("schedule", "objective", "block", "attention", "model")
+# Numbers beside the option names in TensorBoard's HParams table, as dotted config keys.
+HPARAM_KEYS = (
+    "schedule.timesteps",
+    "model.dim",
+    "model.dim_mults",
+    "trainer.batch_size",
+    "trainer.lr",
+    "trainer.minutes",
+    "loss.p2_gamma",
+    "trainer.ema_decay",
+    "sampler.guidance",
+    "seed",
+)
+
+
+@dataclass(frozen=True)
+class TopLevelKeys:
+    seed: NonNegativeInt  # weights, data order, timesteps and noise all follow it
+    sweep_metric: Annotated[str, OneOf(tuple(METRICS))]  # what a run returns to a sweeper
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A checked config: one resolved option per group, plus the runtime and top-level keys,
+    and the composed config it came from (saved with the run)."""
+
+    options: dict[str, Option]
+    trainer: TrainerConfig
+    runtime: RuntimeKeys
+    top: TopLevelKeys
+    composed: DictConfig
+
+    def __getitem__(self, group: str) -> Option:
+        return self.options[group]
+
+    def value(self, key: str) -> Any:
+        """A dotted key's resolved value: `seed`, `trainer.lr`, `model.dim_mults`."""
+        group, _, leaf = key.partition(".")
+        if not leaf:
+            return getattr(self.top, group)
+        if group == "trainer":
+            return getattr(self.trainer, leaf)
+        option = self.options[group]
+        return option.params[leaf] if leaf in option.params else getattr(option.shared, leaf)
+
+
+def section(cfg: DictConfig, group: str) -> dict[str, Any]:
+    if group not in cfg:
+        raise ConfigError(f"the config has no {group!r} section")
+    return OmegaConf.to_container(cfg[group], resolve=True)  # type: ignore[return-value]
+
+
+def resolve(cfg: DictConfig) -> RunConfig:
+    """Check every key of a composed (or saved) run config; ConfigError names the first
+    that is off. Runs before any data loads or graph compiles."""
+    known = [*GROUPS, "runtime", *keys_of(TopLevelKeys)]
+    for key in cfg:
+        if key not in known:
+            raise ConfigError(f"{key}: not a config key; the config takes: {', '.join(known)}")
+    options = {group: registry.resolve(section(cfg, group)) for group, registry in GROUPS.items()}
+    top_values = {k: cfg[k] for k in keys_of(TopLevelKeys) if k in cfg}
+    top = TopLevelKeys(**check_section(top_values, keys_of(TopLevelKeys), "", "the config"))
+    trainer = TrainerConfig(**options["trainer"].params)
+    needs = METRICS[top.sweep_metric].needs
+    if needs and not getattr(trainer, needs):
+        raise ConfigError(
+            f"sweep_metric={top.sweep_metric} is only computed with trainer.{needs} > 0"
+        )
+    return RunConfig(options, trainer, runtime_keys(section(cfg, "runtime")), top, cfg)
+
+
+def default_section(group: str, name: str, **overrides: Any) -> dict[str, Any]:
+    """An option's section as its YAML file sets it, with `overrides` applied."""
+    path = CONF_DIR / group / f"{name}.yaml"
+    if not path.is_file():
+        GROUPS[group].get(name)  # an unknown name lists the valid ones
+        raise ConfigError(f"no config file {path} for {group} {name!r}")
+    return {**OmegaConf.to_container(OmegaConf.load(path)), **overrides}  # type: ignore[arg-type]
+
+
+def saved_conditioning(cfg: DictConfig) -> Option:
+    """The conditioning option of a composed or saved run config, resolved alone."""
+    return CONDITIONINGS.resolve(section(cfg, "conditioning"))
+
+
+LENGTH_KEYS = ("trainer.steps", "trainer.epochs")
+
+
+def check_length_overrides(cfg: DictConfig, overrides: list[str]) -> None:
+    """trainer.minutes decides the run's length over steps and epochs, so overrides that set
+    either of those while minutes is on (the default recipe's budget) are an error."""
+    keys = [o.split("=", 1)[0].lstrip("+") for o in overrides]
+    given = [o for o, key in zip(overrides, keys, strict=True) if key in LENGTH_KEYS]
+    if given and cfg.trainer.get("minutes") is not None and "trainer.minutes" not in keys:
+        raise ConfigError(
+            f"{given[0]} has no effect while trainer.minutes={cfg.trainer.minutes} sets the "
+            "run's length; add trainer.minutes=null to train a step or epoch count"
+        )

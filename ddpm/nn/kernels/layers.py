@@ -1,0 +1,191 @@
+"""Drop-in cells that run the fused kernels when `active()`, else the built-in ops."""
+
+from __future__ import annotations
+
+import numpy as np
+from mindspore import Parameter, Tensor, nn, ops
+
+from ddpm.nn.kernels.ops import active, primitives
+
+# Planes of at least this many pixels run the convolution and dx in the kernels, and from
+# the second size on dw too; below them MindSpore's own ops are the faster ones.
+KERNEL_MIN_PIXELS = 14 * 14
+KERNEL_DW_MIN_PIXELS = 28 * 28
+
+
+class _Primitive(nn.Cell):
+    """A primitive as a cell, so that GradOperation can take it."""
+
+    def __init__(self, primitive: ops.Primitive) -> None:
+        super().__init__()
+        self.primitive = primitive
+
+    def construct(self, *args):
+        return self.primitive(*args)
+
+
+class _Convolution(nn.Cell):
+    """y = conv(x, w), stride 1, zero padding K//2, and dx by the kernels; dw by the kernel
+    from KERNEL_DW_MIN_PIXELS, else by MindSpore's own gradient of `conv2d` (graph
+    optimisation drops the forward and dx that GradOperation also builds)."""
+
+    def __init__(self, conv2d: ops.Conv2D) -> None:
+        super().__init__()
+        self.conv = primitives().conv
+        self.input_grad = primitives().conv_input_grad
+        self.filter_grad = primitives().conv_filter_grad
+        self.conv2d = _Primitive(conv2d)
+        self.grads = ops.GradOperation(get_all=True, sens_param=True)
+
+    def construct(self, x: Tensor, w: Tensor) -> Tensor:
+        return self.conv(x, w)
+
+    def bprop(self, x, w, out, dout):
+        dx = self.input_grad(dout, w)
+        if x.shape[2] * x.shape[3] >= KERNEL_DW_MIN_PIXELS:  # a constant of the graph
+            return dx, self.filter_grad(x, dout, w)
+        return dx, self.grads(self.conv2d)(x, w, dout)[1]
+
+
+class Conv2d(nn.Conv2d):
+    """nn.Conv2d(C_in, C_out, K, stride 1, padding=K//2, bias) with the same parameters.
+
+    Fused (K odd > 1), on planes of KERNEL_MIN_PIXELS or more, the convolution and its input
+    gradient run the kernels (cpu_kernels.cc, Conv and ConvInputGrad), and from
+    KERNEL_DW_MIN_PIXELS on its weight gradient too (ConvFilterGrad); on smaller planes it
+    is nn.Conv2d as is. In the train step MindSpore's convolutions ran at 35-120 GFLOP/s on
+    the U-Net's 28x28 layers (18-56 channels) and 75-145 on its 14x14 ones; the kernels
+    reach about 130-180 (forward, dx) and 90-130 (dw, 28x28) there.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, has_bias: bool = True):
+        pad = kernel // 2
+        super().__init__(
+            in_channels, out_channels, kernel, pad_mode="pad", padding=pad, has_bias=has_bias
+        )
+        self.fused = kernel % 2 == 1 and kernel > 1 and active()
+        self.convolve = _Convolution(self.conv2d) if self.fused else None
+
+    def construct(self, x: Tensor) -> Tensor:
+        # x.shape is a constant of the compiled graph, so this picks one path at compile time.
+        if not self.fused or x.shape[2] * x.shape[3] < KERNEL_MIN_PIXELS:
+            return super().construct(x)
+        y = self.convolve(x, self.weight)
+        return self.bias_add(y, self.bias) if self.has_bias else y
+
+
+class DepthwiseConv2d(nn.Conv2d):
+    """nn.Conv2d(C, C, K, group=C, padding=K//2, bias) with the same parameters."""
+
+    def __init__(self, channels: int, kernel: int) -> None:
+        super().__init__(
+            channels,
+            channels,
+            kernel,
+            pad_mode="pad",
+            padding=kernel // 2,
+            group=channels,
+            has_bias=True,
+        )
+        self.fused = kernel % 2 == 1 and active()
+        self.depthwise = primitives().depthwise_conv if self.fused else None
+
+    def construct(self, x: Tensor) -> Tensor:
+        if self.fused:
+            return self.depthwise(x, self.weight, self.bias)
+        return super().construct(x)
+
+    def shifted(self, x: Tensor, shift: Tensor) -> Tensor:
+        """conv(x) + shift, shift [B, C]: fused, the shift joins the bias inside the kernel."""
+        if self.fused:
+            return self.depthwise(x, self.weight, self.bias + shift)
+        return super().construct(x) + shift[:, :, None, None]
+
+
+class GroupNorm(nn.GroupNorm):
+    """nn.GroupNorm (Wu & He 2018) with the same parameters (gamma, beta).
+
+    With `silu`, SiLU (Elfwing et al. 2018) follows, as in a ResNet block: fused, inside the
+    kernel, whose backward recomputes the pre-activation instead of keeping it.
+    """
+
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, silu: bool = False):
+        super().__init__(num_groups, num_channels, eps=eps)
+        self.fused = active()
+        self.act = nn.SiLU() if silu else nn.Identity()  # the built-in path's activation
+        kernel = "group_norm_silu" if silu else "group_norm"
+        self.group_norm = getattr(primitives(), kernel) if self.fused else None
+        # The kernel reads G from this tensor's length and eps from its values.
+        self.spec = Tensor(np.full(num_groups, eps, np.float32))
+
+    def construct(self, x: Tensor) -> Tensor:
+        if self.fused:
+            return self.group_norm(x, self.gamma, self.beta, self.spec)[0]
+        return self.act(super().construct(x))
+
+    def modulated(self, x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
+        """GroupNorm(x) (1 + scale) + shift, scale and shift [B, C] (FiLM, Perez et al. 2018).
+
+        Fused, the kernel takes the per-sample affine gamma (1 + scale), beta (1 + scale) +
+        shift, so no activation-sized product or sum is formed.
+        """
+        if self.fused:
+            gain = scale + 1.0
+            gamma, beta = self.gamma * gain, self.beta * gain + shift  # [B, C]
+            return self.group_norm(x, gamma, beta, self.spec)[0]
+        y = super().construct(x) * (scale + 1.0)[:, :, None, None] + shift[:, :, None, None]
+        return self.act(y)
+
+
+class Softmax(nn.Cell):
+    """Softmax over axis -1 or -2."""
+
+    def __init__(self, axis: int) -> None:
+        super().__init__()
+        if axis not in (-1, -2):
+            raise ValueError(f"Softmax supports axis -1 or -2, got {axis}")
+        self.axis = axis
+        self.fused = active()
+        self.softmax = primitives().softmax if self.fused else None
+
+    def construct(self, x: Tensor) -> Tensor:
+        if not self.fused:
+            return ops.softmax(x, self.axis)
+        shape = x.shape
+        inner = 1 if self.axis == -1 else shape[-1]
+        y = self.softmax(x.reshape((-1, shape[self.axis], inner)))  # [O, L, I]
+        return y.reshape(shape)
+
+
+class GELU(nn.GELU):
+    """GELU in its exact form, x Phi(x) (Hendrycks & Gimpel 2016): nn.GELU(approximate=False)."""
+
+    def __init__(self) -> None:
+        super().__init__(approximate=False)
+        self.fused = active()
+        self.fused_gelu = primitives().gelu if self.fused else None
+
+    def construct(self, x: Tensor) -> Tensor:
+        if self.fused:
+            return self.fused_gelu(x)
+        return super().construct(x)
+
+
+class ChannelLayerNorm(nn.Cell):
+    """LayerNorm over channels only, with a learned gain [1, C, 1, 1] (The Annotated
+    Diffusion Model's LayerNorm before linear attention)."""
+
+    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.gain = Parameter(Tensor(np.ones((1, dim, 1, 1), np.float32)), name="gain")
+        self.eps = eps
+        self.fused = active()
+        self.channel_norm = primitives().channel_norm if self.fused else None
+        self.spec = Tensor(np.full(1, eps, np.float32))  # the kernel reads eps from here
+
+    def construct(self, x: Tensor) -> Tensor:
+        if self.fused:
+            return self.channel_norm(x, self.gain, self.spec)[0]
+        mean = x.mean(axis=1, keep_dims=True)
+        var = ((x - mean) ** 2).mean(axis=1, keep_dims=True)
+        return (x - mean) * ops.rsqrt(var + self.eps) * self.gain

@@ -1,1 +1,0 @@
-"""Sample quality: a feature network per dataset, and FD / IS / precision / recall on it."""

@@ -1,0 +1,101 @@
+"""The reverse process: the compiled ReverseStep and the host loop that drives it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from mindspore import Tensor, nn, ops
+from mindspore import dtype as mstype
+
+from ddpm.config.registry import Option
+from ddpm.diffusion.gaussian import GaussianDiffusion
+from ddpm.diffusion.objectives import Objective
+from ddpm.diffusion.samplers import SamplerPlan, make_plan
+
+
+class ReverseStep(nn.Cell):
+    """x_prev = a * x0_hat + c * x0_hat_prev + b * x_t + sigma * z, with x0_hat optionally
+    clipped; returns (x_prev, x0_hat). The columns of `coefs` are ddpm.diffusion.samplers.COEFS.
+
+    For a class-conditional network the last column, w, combines the conditional and the
+    null-class outputs (ddpm.diffusion.conditioning). `scales` are the w the step will be
+    fed (a plan's `guidance` column): all 1 needs only the conditional output, all 0 only
+    the null class; otherwise both come from one network call on the doubled batch
+    [x_t, x_t], [y, null].
+    """
+
+    def __init__(
+        self,
+        network: nn.Cell,
+        objective: Objective,
+        clip_denoised: bool,
+        scales: np.ndarray | float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.network, self.objective, self.clip = network, objective, clip_denoised
+        self.null_class = getattr(network, "num_classes", 0)  # 0: unconditional
+        scales = np.asarray(scales, np.float64)
+        self.unconditional = bool(np.all(scales == 0.0))
+        self.guided = bool(self.null_class) and not (self.unconditional or np.all(scales == 1.0))
+
+    def construct(
+        self, x_t: Tensor, t: Tensor, y: Tensor, coefs: Tensor, noise: Tensor, x0_prev: Tensor
+    ):
+        sqrt_ab, sqrt_1m_ab, a, b, c, sigma, w = (coefs[i] for i in range(7))
+        x0 = self.objective.predict_x0(self.predict(x_t, t, y, w), x_t, sqrt_ab, sqrt_1m_ab)
+        if self.clip:
+            x0 = ops.clamp(x0, -1.0, 1.0)
+        return a * x0 + c * x0_prev + b * x_t + sigma * noise, x0
+
+    def predict(self, x_t: Tensor, t: Tensor, y: Tensor, w: Tensor) -> Tensor:
+        """The network output, guided: out(null) + w * (out(y) - out(null))."""
+        if self.unconditional and self.null_class:
+            return self.network(x_t, t, ops.ones_like(y) * self.null_class)
+        if not self.guided:
+            return self.network(x_t, t, y)
+        null = ops.ones_like(y) * self.null_class
+        both = self.network(
+            ops.concat((x_t, x_t)), ops.concat((t, t)), ops.concat((y, null))
+        )  # [2B, C, H, W]
+        batch = x_t.shape[0]
+        cond, uncond = both[:batch], both[batch:]
+        return uncond + w * (cond - uncond)
+
+
+def reverse_process(
+    network: nn.Cell, diffusion: GaussianDiffusion, sampler: Option
+) -> tuple[ReverseStep, SamplerPlan]:
+    """The compiled reverse step of `network` and the coefficient table of `sampler`."""
+    plan = make_plan(sampler, diffusion)
+    step = ReverseStep(network, diffusion.objective, sampler.shared.clip_denoised, plan.guidance)
+    return step, plan
+
+
+def p_sample_loop(
+    step: ReverseStep,
+    plan: SamplerPlan,
+    shape: tuple[int, int, int, int],
+    seed: int,
+    on_step: Callable[[int, np.ndarray], None] | None = None,
+    labels: np.ndarray | None = None,
+) -> np.ndarray:
+    """Draw samples [B, C, H, W] in [-1, 1], starting from x_T ~ N(0, I), of class `labels`
+    [B] for a conditional network (unconditional ones ignore them).
+
+    All per-step tensors are built before the loop; `on_step(i, x_i)` (for GIFs) is the
+    only reason the loop copies intermediate images back to the host.
+    """
+    rng = np.random.default_rng(seed)
+    batch = shape[0]
+    t_batches = [Tensor(np.full(batch, t, np.int32)) for t in plan.timesteps]
+    coefs = [Tensor(row.astype(np.float32)) for row in plan.coefs]
+    x = Tensor(rng.standard_normal(shape, dtype=np.float32))
+    y = Tensor(np.zeros(batch, np.int32) if labels is None else np.asarray(labels, np.int32))
+    x0 = ops.zeros_like(x)  # no previous prediction at the first step
+    for i in range(plan.num_steps):
+        noise = Tensor(rng.standard_normal(shape, dtype=np.float32), mstype.float32)
+        x, x0 = step(x, t_batches[i], y, coefs[i], noise, x0)
+        if on_step is not None:
+            on_step(i, x.asnumpy())
+    return np.clip(x.asnumpy(), -1.0, 1.0)
