@@ -143,6 +143,28 @@ def test_every_sampler_converges_to_the_guided_prediction(sampler, w, class_mean
     np.testing.assert_allclose(x, expected, atol=1e-4)
 
 
+def test_guidance_is_paid_only_inside_its_interval(class_means):
+    """Outside the interval (w = 1) a step calls the network once on the plain batch; the
+    samples agree with those of the doubled batch at every step to float32 rounding."""
+    d = make_diffusion("cosine", 100, objective="pred_x0")
+    plan = make_plan(d, "dpm_solver", steps=10, guidance=3.0, guidance_interval=[0.2, 0.7])
+    net = ClassMeans(class_means)
+    step = ReverseStep(net, d.objective, clip_denoised=True, scales=plan.guidance)
+    labels = np.array([2, 0, 1])
+    x = p_sample_loop(step, plan, (3, 1, 4, 4), 0, labels=labels)
+    assert net.batches == [6 if w != 1.0 else 3 for w in plan.guidance]
+    assert step.at(1.0) is step.at(1.0) and not step.at(1.0).guided and step.at(3.0) is step
+
+    class AlwaysGuided(ReverseStep):
+        def at(self, w):
+            return self
+
+    everywhere = AlwaysGuided(ClassMeans(class_means), d.objective, True, plan.guidance)
+    np.testing.assert_allclose(
+        x, p_sample_loop(everywhere, plan, (3, 1, 4, 4), 0, labels=labels), rtol=0, atol=1e-6
+    )
+
+
 def test_label_helpers():
     assert balanced_labels(12, 5).tolist() == [0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 0, 1]
     assert per_class_labels(2, 3).tolist() == [0, 0, 1, 1, 2, 2]

@@ -22,7 +22,8 @@ class ReverseStep(nn.Cell):
     null-class outputs (ddpm.diffusion.conditioning). `scales` are the w the step will be
     fed (a plan's `guidance` column): all 1 needs only the conditional output, all 0 only
     the null class; otherwise both come from one network call on the doubled batch
-    [x_t, x_t], [y, null].
+    [x_t, x_t], [y, null]. `at(w)` is the step to run where this step's w is known: a step
+    of one network call on the plain batch where w is 0 or 1 (outside a guidance interval).
     """
 
     def __init__(
@@ -38,6 +39,16 @@ class ReverseStep(nn.Cell):
         scales = np.asarray(scales, np.float64)
         self.unconditional = bool(np.all(scales == 0.0))
         self.guided = bool(self.null_class) and not (self.unconditional or np.all(scales == 1.0))
+        object.__setattr__(self, "_plain", {})  # w -> the unguided step for that w, built once
+
+    def at(self, w: float) -> ReverseStep:
+        """The step for a reverse step whose guidance scale is w: without the doubled batch
+        where w is 0 (the null class alone) or 1 (the label alone)."""
+        if not self.guided or w not in (0.0, 1.0):
+            return self
+        if w not in self._plain:
+            self._plain[w] = ReverseStep(self.network, self.objective, self.clip, w)
+        return self._plain[w]
 
     def construct(
         self, x_t: Tensor, t: Tensor, y: Tensor, coefs: Tensor, noise: Tensor, x0_prev: Tensor
@@ -84,7 +95,8 @@ def p_sample_loop(
     [B] for a conditional network (unconditional ones ignore them).
 
     All per-step tensors are built before the loop; `on_step(i, x_i)` (for GIFs) is the
-    only reason the loop copies intermediate images back to the host.
+    only reason the loop copies intermediate images back to the host. Each step runs
+    `step.at(w)` for its guidance scale w: guidance is paid only where it applies.
     """
     rng = np.random.default_rng(seed)
     batch = shape[0]
@@ -93,9 +105,10 @@ def p_sample_loop(
     x = Tensor(rng.standard_normal(shape, dtype=np.float32))
     y = Tensor(np.zeros(batch, np.int32) if labels is None else np.asarray(labels, np.int32))
     x0 = ops.zeros_like(x)  # no previous prediction at the first step
+    steps = [step.at(float(w)) for w in plan.guidance]
     for i in range(plan.num_steps):
         noise = Tensor(rng.standard_normal(shape, dtype=np.float32), mstype.float32)
-        x, x0 = step(x, t_batches[i], y, coefs[i], noise, x0)
+        x, x0 = steps[i](x, t_batches[i], y, coefs[i], noise, x0)
         if on_step is not None:
             on_step(i, x.asnumpy())
     return np.clip(x.asnumpy(), -1.0, 1.0)
