@@ -181,7 +181,7 @@ def test_bad_values_fail_before_training(override, match):
         (["attention=none", "+attention.heads=2"], "attention.heads: attention 'none' does not "),
         (["+schedule.beta_middle=0.1"], "schedule.beta_middle: schedule 'cosine' does not "),
         (["+trainer.lr_decay=0.1"], "trainer.lr_decay: trainer 'default' does not take"),
-        (["+runtime.threads=2"], "runtime.threads: runtime does not take this key"),
+        (["+runtime.workers=2"], "runtime.workers: runtime does not take this key"),
         (["+lr=0.1"], "lr: not a config key"),
         (["~loss.p2_k"], "loss 'huber' needs loss.p2_k"),
     ],

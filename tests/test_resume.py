@@ -1,6 +1,7 @@
 """Interruption, resume, numerical faults and failing sweeps, on real subprocesses."""
 
 import json
+import math
 import random
 import re
 import signal
@@ -269,31 +270,37 @@ def test_minutes_fix_the_step_count_and_record_it(tmp_path):
     budget = json.loads((tmp_path / "budget.json").read_text())
     assert budget["minutes"] == 0.05 and budget["steps_per_s"] > 0 and budget["timed_steps"] >= 3
     assert budget["steps"] == int(0.05 * 60 * budget["steps_per_s"])
+    assert budget["capacity"] == math.ceil(2 * budget["steps"])
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["steps"] == budget["steps"] and summary["budget"] == budget
+    assert 0 < summary["steps"] <= budget["capacity"] and summary["budget"] == budget
     saved = yaml.safe_load((tmp_path / ".hydra" / "config.yaml").read_text())["trainer"]
     assert (saved["steps"], saved["minutes"]) == (budget["steps"], None)
     acc = events(tmp_path)
     assert acc.Scalars("budget/steps")[0].value == budget["steps"]
-    assert acc.Scalars("train/loss")[-1].step == budget["steps"]
-    assert f"= {budget['steps']} steps" in proc.stderr + proc.stdout
+    assert acc.Scalars("train/loss")[-1].step == summary["steps"]
+    log = proc.stderr + proc.stdout
+    assert f"= {budget['steps']} steps" in log
+    assert f"budget: {summary['steps']} steps in " in log
 
 
 @pytest.mark.slow
 def test_a_budgeted_run_is_the_run_of_its_step_count(tmp_path):
-    """Timing the probe leaves no trace: a run of the recorded steps ends with the same
-    weights; a resume keeps the recorded count, whatever trainer.minutes says now."""
+    """Timing the probe leaves no trace: until pacing first re-fixes the count (a tenth of
+    the budget in), a run of the recorded steps trains the same weights; a resume keeps the
+    recorded count, whatever trainer.minutes says now."""
     budgeted, plain = tmp_path / "budgeted", tmp_path / "plain"
-    first = budgeted_run(budgeted, "trainer.minutes=0.05", "trainer.checkpoint_every=10")
+    every = ["trainer.checkpoint_every=2", "trainer.keep_checkpoints=100000"]
+    first = budgeted_run(budgeted, "trainer.minutes=0.05", *every)
     assert first.returncode == 0, first.stderr[-2000:]
     steps = json.loads((budgeted / "budget.json").read_text())["steps"]
-    again = budgeted_run(plain, f"trainer.steps={steps}", "trainer.checkpoint_every=10")
+    again = budgeted_run(plain, f"trainer.steps={steps}", *every)
     assert again.returncode == 0, again.stderr[-2000:]
-    ckpt = f"step_{steps:08d}.ckpt"
+    ckpt = "step_00000002.ckpt"
     a, _ = checkpoint.load(budgeted / "checkpoints" / ckpt)
     b, _ = checkpoint.load(plain / "checkpoints" / ckpt)
     for name, value in a.items():
-        np.testing.assert_array_equal(value.asnumpy(), b[name].asnumpy(), err_msg=name)
+        if "learning_rate" not in name:  # the budgeted run's table has room to grow
+            np.testing.assert_array_equal(value.asnumpy(), b[name].asnumpy(), err_msg=name)
     resumed = budgeted_run(budgeted, "trainer.minutes=5", "trainer.resume=latest")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     log = resumed.stdout + resumed.stderr

@@ -1,8 +1,10 @@
 """`make bench`: MindSpore against its PyTorch twin, on the same U-Nets, in one run.
 
     python -m ddpm.bench [--cases seed,seed_resnet,quick] [--steps 10] [--builtin]
-                         [--pairs 20] [--out bench.json]
+                         [--no-compile] [--pairs 20] [--out bench.json]
 
+PyTorch runs twice: eager, and under torch.compile (inductor; forward and backward
+compiled, the optimiser eager), whose first step includes its compilation.
 Each (framework, case) runs in a fresh process, so peak RSS is that case's own. Figures:
 train-step median (after warm-up), first step (graph compile included), the sampling
 forward at batch 64, 64 samples with DDIM-50 and with DDPM over all T steps, peak RSS,
@@ -14,9 +16,9 @@ in registers on every thread: cores x FMA units x vector width x 2 x clock), whi
 kernel can beat; a 2048^2 matmul's rate prints beside it for reference, since a GEMM
 library may fall well short of the peak on some CPUs.
 
-The train step is also timed step-paired: one process per framework stays up, and the two
-take `--pairs` turns, one train step each (first in alternating order), so both are timed in
-the same seconds. This machine's speed drifts over the minutes between the main runs, by
+The train step is also timed step-paired: one process per framework stays up, and they
+take `--pairs` rounds of turns, one train step each (the order rotating), so all are timed
+in the same seconds. This machine's speed drifts over the minutes between the main runs, by
 up to about 20%; a drift that slow weighs on both steps of a pair alike. The table adds
 each framework's median over the pairs, and the median and quartiles of the per-pair
 ratios print below it.
@@ -171,7 +173,10 @@ def torch_worker(
     ddpm_steps: int | None,
     threads: int = 2,
     serve: bool = False,
+    compiled: bool = False,
 ) -> dict[str, float]:
+    """PyTorch eager, or with `compiled` the same network under torch.compile (inductor):
+    forward and backward compiled, clipping, Adam and the EMA eager."""
     import torch
     from omegaconf import OmegaConf
     from torch.utils.flop_counter import FlopCounterMode
@@ -192,22 +197,30 @@ def torch_worker(
     diffusion = build_diffusion(run["schedule"], run["objective"])
     classes = dataset_classes(run["dataset"], run["conditioning"]) or []
     net = UNet(cfg["model"], cfg["block"], cfg["attention"], c, len(classes))
-    step = TrainStep(net, diffusion.sqrt_alphas_cumprod, diffusion.sqrt_one_minus_alphas_cumprod)
     x = torch.rand(batch, c, size, size) * 2 - 1
     t = torch.randint(0, diffusion.num_timesteps, (batch,))
     noise = torch.randn_like(x)
-    with FlopCounterMode(display=False) as counter:
-        step(x, t, noise)
-    train_flops = counter.get_total_flops()
-    first = median_time(lambda: step(x, t, noise), 1)
+    if compiled:
+        net = torch.compile(net)  # its parameters are the eager module's
+    step = TrainStep(net, diffusion.sqrt_alphas_cumprod, diffusion.sqrt_one_minus_alphas_cumprod)
+    first = median_time(lambda: step(x, t, noise), 1)  # compiles, when compiled
+    train_flops = float("nan")
+    if not compiled:  # the flop counter traces eager ops
+        with FlopCounterMode(display=False) as counter:
+            step(x, t, noise)
+        train_flops = counter.get_total_flops()
     if serve:
         return serve_steps(lambda: step(x, t, noise))
     train = median_time(lambda: step(x, t, noise), steps)
     xs, ts = torch.randn(SAMPLE_N, c, size, size), torch.full((SAMPLE_N,), 10)
     with torch.no_grad():
-        with FlopCounterMode(display=False) as counter:
-            net(xs, ts)
-        forward_flops = counter.get_total_flops()
+        forward_flops = float("nan")
+        if compiled:
+            net(xs, ts)  # compiles the inference graph
+        else:
+            with FlopCounterMode(display=False) as counter:
+                net(xs, ts)
+            forward_flops = counter.get_total_flops()
         forward = median_time(lambda: net(xs, ts), max(3, steps // 2))
 
     @torch.no_grad()
@@ -260,7 +273,7 @@ def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> tuple[float, str]:
 
 
 # ---- the parent: run workers, print and save -------------------------------------------
-WORKERS = ("mindspore", "builtin", "torch", "peak")
+WORKERS = ("mindspore", "builtin", "torch", "torch_compile", "peak")
 
 
 def worker_process(
@@ -271,7 +284,7 @@ def worker_process(
     cmd += ["--steps", str(args.steps), "--torch-threads", str(args.torch_threads)]
     cmd += ["--ddpm-steps", str(args.ddpm_steps)] if args.ddpm_steps else []
     env = dict(os.environ)
-    if worker in ("torch", "peak"):  # PyTorch keeps its own defaults, not MindSpore's settings
+    if worker in ("torch", "torch_compile", "peak"):  # PyTorch keeps its own defaults
         for name in ddpm.ENV_SET_HERE:
             env.pop(name, None)
         env["DDPM_ENV_DEFAULTS"] = "0"  # the worker's own `import ddpm` sets nothing
@@ -301,6 +314,15 @@ ROWS = [
     ("train_gflops", "train GFLOP/s"),
     ("train_peak_frac", "train / fp32 peak"),
 ]
+
+
+NAMES = {
+    "mindspore": "MindSpore",
+    "builtin": "MindSpore built-in ops",
+    "torch": "PyTorch eager",
+    "torch_compile": "PyTorch compiled",
+}
+MINDSPORE, PYTORCH = ("mindspore", "builtin"), ("torch", "torch_compile")
 
 
 class StepServer:
@@ -336,30 +358,36 @@ class StepServer:
 
 def add_paired_train(
     results: dict[str, dict | None], case: str, args: argparse.Namespace
-) -> list[float]:
-    """Train steps of MindSpore and PyTorch taken in turns, `args.pairs` each, in two live
-    processes; returns each pair's MindSpore / PyTorch ratio."""
-    names = ("torch", "mindspore")
+) -> dict[str, list[float]]:
+    """Train steps of MindSpore and each PyTorch mode taken in turns, `args.pairs` each, in
+    live processes (the order rotates every round); returns, per PyTorch mode, each round's
+    MindSpore / PyTorch ratio."""
+    names = [w for w in ("torch", "torch_compile", "mindspore") if results.get(w)]
     servers: dict[str, StepServer] = {}
     times: dict[str, list[float]] = {w: [] for w in names}
     try:
         for w in names:
             servers[w] = StepServer(w, case, args)
         for i in range(args.pairs):
-            for w in names if i % 2 == 0 else names[::-1]:
-                time.sleep(PAIR_PAUSE_S)  # let the other process's OpenMP threads go idle
+            turn = i % len(names)
+            for w in names[turn:] + names[:turn]:
+                time.sleep(PAIR_PAUSE_S)  # let the other processes' OpenMP threads go idle
                 times[w].append(servers[w].step())
     except RuntimeError as err:
         print(f"  step-paired timing failed: {err}", file=sys.stderr)
-        return []
+        return {}
     finally:
         for server in servers.values():
             server.close()
     for w in names:
-        if results.get(w):
-            results[w]["train_pairs_s"] = times[w]
-            results[w]["train_paired_s"] = statistics.median(times[w])
-    return [m / t for m, t in zip(times["mindspore"], times["torch"], strict=True)]
+        results[w]["train_pairs_s"] = times[w]
+        results[w]["train_paired_s"] = statistics.median(times[w])
+    ms_times = times.get("mindspore", [])
+    return {
+        w: [m / t for m, t in zip(ms_times, times[w], strict=True)]
+        for w in names
+        if w != "mindspore" and ms_times
+    }
 
 
 def serve_steps(run_step) -> dict[str, Any]:
@@ -381,17 +409,19 @@ def add_rates(result: dict | None, flops: dict | None, peak: float) -> None:
 
 def print_table(case: str, results: dict[str, dict | None]) -> None:
     """One row per figure: each framework's value, then each MindSpore run / PyTorch."""
-    names = {"mindspore": "MindSpore", "builtin": "MindSpore built-in ops", "torch": "PyTorch"}
-    cols = [w for w in names if w in results]
-    ratios = [w for w in cols if w != "torch"]
-    head = [names[w] for w in cols] + [f"{names[w]} / PyTorch" for w in ratios]
+    cols = [w for w in NAMES if w in results]
+    ratios = [(w, ref) for ref in PYTORCH if ref in results for w in MINDSPORE if w in results]
+    head = [NAMES[w] for w in cols] + [f"{NAMES[w]} / {NAMES[ref]}" for w, ref in ratios]
     print(f"\n## {case}\n\n| figure | {' | '.join(head)} |\n|---|{'---|' * len(head)}")
     for key, label in ROWS:
         values = {w: (results[w] or {}).get(key) for w in cols}
-        pt = values.get("torch")
         cells = ["-" if values[w] is None else f"{values[w]:.3g}" for w in cols]
-        cells += [f"{values[w] / pt:.2f}" if values[w] is not None and pt else "-" for w in ratios]
+        cells += [ratio(values[w], values[ref]) for w, ref in ratios]
         print(f"| {label} | {' | '.join(cells)} |")
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}" if a is not None and b and a == a and b == b else "-"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -406,6 +436,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--torch-threads", type=int, default=2, help="PyTorch intra-op threads")
     p.add_argument(
         "--builtin", action="store_true", help="also time MindSpore without ddpm.nn.kernels"
+    )
+    p.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time PyTorch under torch.compile (its first step compiles, ~1 min)",
     )
     p.add_argument(
         "--pairs",
@@ -433,18 +469,19 @@ def main(argv: list[str] | None = None) -> int:
         "torch_threads": args.torch_threads,
         "cases": {},
     }
-    runs = ["torch", "mindspore", *(["builtin"] if args.builtin else [])]
+    runs = ["torch", *(["torch_compile"] if args.compile else []), "mindspore"]
+    runs += ["builtin"] if args.builtin else []
     for case in cases:
         results = {w: run_worker(w, case, args) for w in runs}
-        ratios = add_paired_train(results, case, args) if args.pairs else []
+        paired = add_paired_train(results, case, args) if args.pairs else {}
         for result in results.values():
             add_rates(result, results["torch"], peak["gflops"])
         report["cases"][case] = results
         print_table(case, results)
-        if ratios:
+        for ref, ratios in paired.items():
             q1, median, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
             print(
-                f"\ntrain step, MindSpore / PyTorch per pair ({len(ratios)} pairs): "
+                f"\ntrain step, MindSpore / {NAMES[ref]} per round ({len(ratios)} rounds): "
                 f"median {median:.2f}, quartiles {q1:.2f}-{q3:.2f}"
             )
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -465,8 +502,11 @@ def worker(name: str, case: str, args: argparse.Namespace) -> dict[str, Any]:
             "matmul_source": matmul_source,
         }
     cfg = case_config(case)
-    if name == "torch":
-        return torch_worker(cfg, args.steps, args.ddpm_steps, args.torch_threads, args.serve)
+    if name in ("torch", "torch_compile"):
+        compiled = name == "torch_compile"
+        return torch_worker(
+            cfg, args.steps, args.ddpm_steps, args.torch_threads, args.serve, compiled
+        )
     return mindspore_worker(cfg, args.steps, args.ddpm_steps, args.serve)
 
 

@@ -38,6 +38,7 @@ ADDED_KEYS = {
     "sampler.guidance": 1.0,
     "sampler.guidance_interval": [0.0, 1.0],
     "model.patch_size": 1,
+    "runtime.threads": None,
 }
 
 

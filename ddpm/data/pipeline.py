@@ -1,8 +1,13 @@
-"""The training input pipeline on mindspore.dataset, deterministic and resumable.
+"""The training input pipeline, deterministic and resumable.
 
 Batch k of a run is a pure function of (seed, k): epoch e = k // steps_per_epoch is a
 permutation drawn from (seed, e), and each item's horizontal flip from (seed, e, index).
 So a run resumed at step k sees exactly the batches an uninterrupted run would.
+
+The images are in memory, so batches are gathered with numpy in the calling thread: a
+mindspore.dataset pipeline (GeneratorDataset, Rescale, HWC2CHW, batch) gives the same
+arrays bit for bit, but costs ~18x the CPU time per batch and keeps its worker threads
+waking beside the train step's (experiments/cpu_speed.md).
 """
 
 from __future__ import annotations
@@ -10,9 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import mindspore.dataset as ds
 import numpy as np
-from mindspore.dataset import vision
 
 
 @dataclass(frozen=True)
@@ -82,8 +85,15 @@ def batch_stream(
     for data without labels), starting at global step start_step."""
     n = len(data.images)
     per_epoch = steps_per_epoch(n, batch_size, shard[1]) * batch_size
-    stream = _ImageStream(data, per_epoch, seed, start_step * batch_size, shard)
-    pipe = ds.GeneratorDataset(stream, ["image", "label"], shuffle=False, num_parallel_workers=1)
-    pipe = pipe.map([vision.Rescale(1 / 127.5, -1.0), vision.HWC2CHW()], input_columns="image")
-    pipe = pipe.batch(batch_size, drop_remainder=True)
-    yield from map(tuple, pipe.create_tuple_iterator(num_epochs=1, output_numpy=True))
+    items = iter(_ImageStream(data, per_epoch, seed, start_step * batch_size, shard))
+    while True:
+        chunk = [next(items) for _ in range(batch_size)]
+        images = to_unit_range(np.stack([image for image, _ in chunk]))
+        yield images.transpose(0, 3, 1, 2).copy(), np.array([y for _, y in chunk], np.int32)
+
+
+def to_unit_range(images: np.ndarray) -> np.ndarray:
+    """uint8 [0, 255] -> float32 [-1, 1] as x / 127.5 - 1, rounded once from the exact value
+    (float64 holds uint8 times a float32 exactly), as mindspore.dataset's Rescale does."""
+    scale = np.float64(np.float32(1 / 127.5))
+    return (images.astype(np.float64) * scale - 1.0).astype(np.float32)

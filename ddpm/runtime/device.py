@@ -7,7 +7,8 @@ from typing import Annotated, Any
 
 import mindspore as ms
 
-from ddpm.config.schema import OneOf, check_section, keys_of
+from ddpm.config.errors import ConfigError
+from ddpm.config.schema import OneOf, Range, check_section, keys_of
 from ddpm.nn import kernels
 
 
@@ -16,6 +17,7 @@ class RuntimeKeys:
     device: Annotated[str, OneOf(("CPU", "GPU", "Ascend"))]
     mode: Annotated[str, OneOf(("graph", "pynative"))]
     cpu_kernels: bool  # the fused C++ kernels of ddpm.nn.kernels; DDPM_CPU_KERNELS=0 also disables
+    threads: Annotated[int | None, Range(gt=0)]  # MindSpore's CPU kernel threads (null: its own)
 
 
 def runtime_keys(section: dict[str, Any]) -> RuntimeKeys:
@@ -23,8 +25,25 @@ def runtime_keys(section: dict[str, Any]) -> RuntimeKeys:
 
 
 def configure_runtime(runtime: RuntimeKeys, mode: str | None = None) -> None:
-    """Apply the runtime section: device, execution mode (or `mode`), fused CPU kernels."""
+    """Apply the runtime section: device, execution mode (or `mode`), fused CPU kernels,
+    kernel threads."""
     ms.set_device(runtime.device)
     graph = (mode or runtime.mode) == "graph"
     ms.set_context(mode=ms.GRAPH_MODE if graph else ms.PYNATIVE_MODE)
     kernels.use(runtime.cpu_kernels)
+    if runtime.threads is not None:
+        set_threads(runtime.threads)
+
+
+_threads: list[int] = []  # MindSpore takes the thread count once per process
+
+
+def set_threads(n: int) -> None:
+    if _threads and _threads[0] != n:
+        raise ConfigError(
+            f"runtime.threads={n}: this process already runs {_threads[0]} kernel threads "
+            "(MindSpore fixes the count once per process)"
+        )
+    if not _threads:
+        ms.device_context.cpu.op_tuning.threads_num(n)
+        _threads.append(n)

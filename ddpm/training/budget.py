@@ -1,12 +1,19 @@
 """Time budgets: `trainer.minutes=M` trains for M minutes of wall time.
 
-The learning-rate schedule, its warm-up and the EMA need their horizon before the first
-step, so the step count is fixed up front: a throwaway copy of the run compiles its train
-step and times a few real steps (data, noise, the step itself), and the count is the
-budget times that rate. It is recorded in budget.json and in the run's saved config, so a
-resume or a re-run from that config trains the same number of steps without timing again.
-The budget covers the training steps; start-up, compilation and the final samples and
-evaluations come on top.
+The learning-rate schedule needs its horizon before the first step, so a first step count
+is fixed up front: a throwaway copy of the run compiles its train step and times a few
+real steps (data, noise, the step itself), and the count is the budget times that rate.
+It is recorded in budget.json and in the run's saved config.
+
+That count misses what the loop does besides the step (logging, periodic grids and
+evaluations, checkpoints) and any drift of the machine's speed during the run, so `Pacing`
+re-fixes it as the run goes: about every 1% of the budget it measures the loop's recent
+rate, everything included, and sets the total to what the rest of the budget fits. The
+cosine decay is stretched or shrunk from that step on (lr_schedule.cosine_lr's `replans`),
+within an LR table of `capacity` steps that the compiled step holds. The replans and the
+budget spent go into each checkpoint, so a resumed run rebuilds the same schedule and
+spends only what is left. The budget covers the training loop after its first
+(compiling) step; start-up and the final samples and evaluations come on top.
 """
 
 from __future__ import annotations
@@ -15,17 +22,21 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from ddpm.config.run_folder import RunFolder
 from ddpm.runtime import atomic
+from ddpm.training.callbacks import Callback, StepResult
 
 if TYPE_CHECKING:
+    from tqdm import tqdm
+
     from ddpm.training.loop import Trainer
 
 log = logging.getLogger("ddpm")
@@ -36,11 +47,30 @@ class Budget:
     minutes: float
     steps_per_s: float  # 1 / the median step time after compilation, on real batches
     timed_steps: int
-    steps: int  # the run's total: minutes * 60 * steps_per_s
+    steps: int  # the first total: minutes * 60 * steps_per_s
+    capacity: int = 0  # the LR table's length, the most steps pacing may give the run
+
+    @property
+    def seconds(self) -> float:
+        return self.minutes * 60.0
+
+
+# The rate is measured over at least this many steps (one slow step would dominate fewer);
+# a loop that has not run this many gets no replan, except at its planned end.
+MIN_WINDOW_STEPS = 10
+
+# The LR table's length over the first step count: room for a machine that runs this much
+# faster than its timing said.
+CAPACITY_FACTOR = 2.0
 
 
 def steps_for(minutes: float, steps_per_s: float) -> int:
     return max(1, math.floor(minutes * 60.0 * steps_per_s))
+
+
+def fixed(minutes: float, steps_per_s: float, timed_steps: int) -> Budget:
+    steps = steps_for(minutes, steps_per_s)
+    return Budget(minutes, steps_per_s, timed_steps, steps, math.ceil(CAPACITY_FACTOR * steps))
 
 
 def recorded(run_dir: Path) -> Budget | None:
@@ -81,3 +111,95 @@ def time_steps(trainer: Trainer, seconds: float, warmup: int = 2) -> tuple[float
         trainer.train_one(next(stream))
         times.append(time.perf_counter() - begin)
     return 1.0 / float(np.median(times)), len(times)
+
+
+@dataclass
+class Pace:
+    """Where the budget stands: loop seconds spent before this process (a resumed run's
+    earlier share) and the (step, new total) replans so far."""
+
+    spent_before: float = 0.0
+    replans: list[tuple[int, int]] = field(default_factory=list)
+
+
+class Pacing(Callback):
+    """Holds a time budget: re-fixes the step count from the loop's measured rate.
+
+    Once `window` seconds of loop time have passed, every `check` seconds, and whenever the
+    loop is about to end, the rate over the last `window` seconds (at least
+    MIN_WINDOW_STEPS steps) gives the steps that the rest of the budget fits; the total
+    moves there and the LR table follows (`relearn`).
+    The loop ends when the budget is spent."""
+
+    def __init__(
+        self,
+        budget: Budget,
+        relearn: Callable[[Sequence[tuple[int, int]]], None],
+        pace: Pace | None = None,
+    ) -> None:
+        self.budget, self.relearn, self.pace = budget, relearn, pace or Pace()
+        self.check = max(budget.seconds / 100.0, 0.1)
+        self.window = budget.seconds / 10.0
+        self.marks: list[tuple[float, int]] = []  # (loop seconds, step) at each check
+
+    def spent(self, trainer: Trainer) -> float:
+        return self.pace.spent_before + trainer.loop_seconds
+
+    def state(self, trainer: Trainer) -> dict[str, Any]:
+        return {"spent_s": self.spent(trainer), "replans": self.pace.replans}
+
+    def restore(self, trainer: Trainer, state: dict[str, Any]) -> None:
+        self.pace = Pace(float(state["spent_s"]), [tuple(r) for r in state["replans"]])
+        if self.pace.replans:
+            self._apply(trainer, self.pace.replans[-1][1])
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        self.marks = []
+
+    def on_step_end(self, trainer: Trainer, result: StepResult, bar: tqdm) -> None:
+        now, step = trainer.loop_seconds, trainer.step
+        ending = step >= trainer.cfg.steps
+        if (
+            self.marks
+            and not ending
+            and (now < self.window or now - self.marks[-1][0] < self.check)
+        ):
+            return
+        self.marks.append((now, step))
+        rate, steps = self.rate()
+        if steps < MIN_WINDOW_STEPS and not (ending and steps):
+            return
+        total = min(step + round(self.left(trainer) * rate), self.budget.capacity)
+        if total != trainer.cfg.steps:
+            self.pace.replans.append((step, total))
+            self._apply(trainer, total)
+            bar.total = total
+
+    def left(self, trainer: Trainer) -> float:
+        return max(self.budget.seconds - self.spent(trainer), 0.0)
+
+    def rate(self) -> tuple[float, int]:
+        """(steps per loop second, steps measured) since the last mark at least `window`
+        seconds and MIN_WINDOW_STEPS steps back, or the first."""
+        now, step = self.marks[-1]
+        old_enough = (
+            m
+            for m in reversed(self.marks)
+            if now - m[0] >= self.window and step - m[1] >= MIN_WINDOW_STEPS
+        )
+        then, before = next(old_enough, self.marks[0])
+        return (step - before) / max(now - then, 1e-9), step - before
+
+    def _apply(self, trainer: Trainer, total: int) -> None:
+        trainer.cfg = replace(trainer.cfg, steps=total)
+        self.relearn(self.pace.replans)
+
+    def on_fit_end(self, trainer: Trainer, values: dict[str, float]) -> dict[str, float]:
+        log.info(
+            "budget: %d steps in %.1f s of loop (%.1f%% of the budget; %d replans)",
+            trainer.step,
+            self.spent(trainer),
+            100.0 * self.spent(trainer) / self.budget.seconds,
+            len(self.pace.replans),
+        )
+        return {}

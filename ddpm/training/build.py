@@ -7,7 +7,8 @@ key has been checked by `resolve` before any of them runs, so a bad key costs no
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from ddpm.nn.unet import UNet
 from ddpm.runtime.distributed import World
 from ddpm.sampling.reverse_step import reverse_process
 from ddpm.training import callbacks as cb
+from ddpm.training.budget import Budget, Pacing
 from ddpm.training.config import TrainerConfig
 from ddpm.training.loop import Batches, Trainer
 from ddpm.training.lr_schedule import cosine_lr
@@ -49,9 +51,9 @@ def total_steps(trainer: TrainerConfig, num_images: int) -> int:
 
 
 def build_optimizer(
-    trainer: TrainerConfig, network: nn.Cell, steps: int
+    trainer: TrainerConfig, network: nn.Cell, steps: int, length: int | None = None
 ) -> tuple[nn.Adam, np.ndarray]:
-    lrs = cosine_lr(steps, trainer.lr, trainer.min_lr, trainer.warmup_steps)
+    lrs = cosine_lr(steps, trainer.lr, trainer.min_lr, trainer.warmup_steps, length)
     beta1, beta2 = trainer.adam_betas
     adam = nn.Adam(network.trainable_params(), learning_rate=Tensor(lrs), beta1=beta1, beta2=beta2)
     return adam, lrs
@@ -63,10 +65,12 @@ def build_train_step(
     network: nn.Cell,
     diffusion: GaussianDiffusion,
     steps: int,
+    length: int | None = None,
 ) -> tuple[TrainStep, np.ndarray]:
-    """The compiled step (loss, gradients, Adam, EMA) and its per-step learning rates."""
+    """The compiled step (loss, gradients, Adam, EMA) and its per-step learning rates, a
+    table of `length` (default: steps) entries."""
     loss_fn = build_loss(loss, network, diffusion)  # first: it names the parameters network.*
-    optimizer, lrs = build_optimizer(trainer, network, steps)
+    optimizer, lrs = build_optimizer(trainer, network, steps, length)
     return TrainStep(loss_fn, optimizer, trainer.grad_clip, trainer.skip_nonfinite), lrs
 
 
@@ -132,18 +136,33 @@ def build_probe(parts: TrainingParts, world: World | None = None) -> Trainer:
     return Trainer(run.trainer, step, parts.batches(), run.top.seed, world)
 
 
+def build_pacing(
+    cfg: TrainerConfig, budget: Budget, train_step: TrainStep, lrs: np.ndarray
+) -> Pacing:
+    """The callback that holds `budget`; it rewrites the LR table `lrs` (which Logging
+    reads) and the step's copy of it in place."""
+
+    def relearn(replans: Sequence[tuple[int, int]]) -> None:
+        lrs[:] = cosine_lr(budget.steps, cfg.lr, cfg.min_lr, cfg.warmup_steps, len(lrs), replans)
+        train_step.set_learning_rates(lrs)
+
+    return Pacing(budget, relearn)
+
+
 def build_trainer(
     parts: TrainingParts,
     run_dir: Path,
     world: World | None = None,
-    budget: dict[str, Any] | None = None,
+    budget: Budget | None = None,
 ) -> tuple[Trainer, cb.Checkpoints]:
     """The trainer of a run (for this worker of `world`) and its checkpoints; a `budget`
-    (ddpm.training.budget) fixes the step count."""
+    (ddpm.training.budget) fixes the first step count and paces the run."""
     run, diffusion, world = parts.run, parts.diffusion, world or World()
-    steps = budget["steps"] if budget else total_steps(run.trainer, len(parts.data.images))
+    steps = budget.steps if budget else total_steps(run.trainer, len(parts.data.images))
     cfg = dataclasses.replace(run.trainer, steps=steps)
-    train_step, lrs = build_train_step(cfg, run["loss"], parts.network, diffusion, steps)
+    length = budget.capacity if budget and budget.capacity > steps else None
+    train_step, lrs = build_train_step(cfg, run["loss"], parts.network, diffusion, steps, length)
+    pacing = [build_pacing(cfg, budget, train_step, lrs)] if length else []
     sampler, dataset, k = run["sampler"], run["dataset"], len(parts.classes or [])
     reverse_step, plan = reverse_process(parts.ema_network, diffusion, sampler)
     sampling = cb.EmaSampling(
@@ -159,20 +178,21 @@ def build_trainer(
         hparams(run, steps, diffusion),
         metrics,
         config_text,
-        budget,
+        asdict(budget) if budget else None,
     )
     likelihood = build_likelihood(
         cfg.bpd_n, cfg.bpd_timesteps, dataset, diffusion, likelihood_variance(sampler)
     )
     checkpoints = cb.Checkpoints(
-        folder, logging, model_fingerprint(run, parts.classes), len(parts.data.images)
+        folder, logging, model_fingerprint(run, parts.classes), len(parts.data.images), pacing
     )
     callbacks = [
+        *pacing,  # first: the others see the step count it sets
         logging,
         cb.SampleGrids(sampling, logging, folder, cfg.sample_n),
         *([cb.RankDigests(folder)] if world.size > 1 else []),
         cb.Evaluation(sampling, logging, build_evaluator(cfg.eval_n, dataset, k > 0), likelihood),
-        cb.Summary(folder, logging, metrics, budget),
+        cb.Summary(folder, logging, metrics, asdict(budget) if budget else None),
         checkpoints,
     ]
     trainer = run["trainer"].entry(cfg, train_step, parts.batches(), run.top.seed, world, callbacks)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -72,6 +73,13 @@ class Callback:
         return None
 
     def teardown(self, trainer: Trainer) -> None: ...
+
+    def state(self, trainer: Trainer) -> dict[str, Any]:
+        """What a checkpoint keeps of this callback (see Checkpoints' `stateful`)."""
+        return {}
+
+    def restore(self, trainer: Trainer, state: dict[str, Any]) -> None:
+        """Take back what state() returned, on resume."""
 
 
 @dataclass
@@ -336,10 +344,16 @@ class Checkpoints(Callback):
     written by rank 0 only (every rank holds the same); and the restore on resume."""
 
     def __init__(
-        self, folder: RunFolder, logging: Logging, fingerprint: dict[str, Any], num_images: int
+        self,
+        folder: RunFolder,
+        logging: Logging,
+        fingerprint: dict[str, Any],
+        num_images: int,
+        stateful: Sequence[Callback] = (),
     ) -> None:
         self.folder, self.logging = folder, logging
         self.fingerprint, self.num_images = fingerprint, num_images
+        self.stateful = list(stateful)  # callbacks whose state() goes into the meta
 
     def meta(self, trainer: Trainer) -> dict[str, Any]:
         return {
@@ -349,6 +363,7 @@ class Checkpoints(Callback):
             "workers": trainer.world.size,
             "skipped": trainer.skipped,
             "fingerprint": self.fingerprint,
+            **{type(c).__name__: c.state(trainer) for c in self.stateful},
         }
 
     def save(self, trainer: Trainer) -> Path | None:
@@ -378,6 +393,9 @@ class Checkpoints(Callback):
             checkpoint.check_fingerprint(meta.get("fingerprint", {}), self.fingerprint, path)
             checkpoint.load_state(trainer.train_step, params)
             trainer.step, trainer.skipped = int(meta["step"]), int(meta.get("skipped", 0))
+            for c in self.stateful:
+                if type(c).__name__ in meta:
+                    c.restore(trainer, meta[type(c).__name__])
             if meta.get("workers", 1) != trainer.world.size:
                 log.warning(
                     "%s was written by %s worker(s), resuming on %d: the data order changes",

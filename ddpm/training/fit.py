@@ -8,7 +8,6 @@ checkpoint to resume, fixes a time budget's step count, builds the run and fits 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
 from pathlib import Path
 
 import mindspore as ms
@@ -87,7 +86,7 @@ def fixed_budget(parts: TrainingParts, run_dir: Path, world: World) -> budgets.B
     probe = build_probe(parts, world)
     rate, timed = budgets.time_steps(probe, seconds=min(10.0, max(3.0, 3.0 * minutes)))
     del probe
-    budget = budgets.Budget(minutes, rate, timed, budgets.steps_for(minutes, rate))
+    budget = budgets.fixed(minutes, rate, timed)
     budgets.record(run_dir, budget, run.composed)
     return budget
 
@@ -102,7 +101,7 @@ def fit_run(cfg: DictConfig, run_dir: Path) -> tuple[Path, dict[str, float]]:
         run_dir, candidates = resolve_resume(str(resume), run_dir)
     parts = build_parts(run)
     budget = fixed_budget(parts, run_dir, world)
-    trainer, checkpoints = build_trainer(parts, run_dir, world, asdict(budget) if budget else None)
+    trainer, checkpoints = build_trainer(parts, run_dir, world, budget)
     if candidates:
         restored = checkpoints.restore(trainer, candidates)
         log.info("resumed from %s at step %d", restored, trainer.step)

@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from tensorboardX import SummaryWriter
-from tensorboardX.summary import hparams as hparams_summaries
+
+
+def _without_torch():
+    """tensorboardX's writer imports torch, when installed, for its Tensor type alone; that
+    loads torch's own OpenMP and MKL runtimes beside MindSpore's (~1 s and ~300 MB). A None
+    in sys.modules makes the import fail fast; a torch the process already has stays."""
+    if "torch" in sys.modules:
+        import tensorboardX
+
+        return tensorboardX
+    sys.modules["torch"] = None  # type: ignore[assignment]
+    try:
+        import tensorboardX
+    finally:
+        del sys.modules["torch"]
+    return tensorboardX
+
+
+SummaryWriter = _without_torch().SummaryWriter
+from tensorboardX.summary import hparams as hparams_summaries  # noqa: E402
 
 HParamValue = bool | int | float | str
 

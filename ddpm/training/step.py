@@ -165,6 +165,10 @@ class TrainStep(nn.Cell):
             self._update(grads, ema_decay)
         return per_example, grad_norm
 
+    def set_learning_rates(self, lrs: np.ndarray) -> None:
+        """Replace the per-step LR table (same length: the compiled step keeps its graph)."""
+        self.optimizer.learning_rate.learning_rate.set_data(Tensor(lrs))
+
     def _fused_update(self, grads, loss_sum, ema_decay):
         opt = self.optimizer
         tensors = self.weights + opt.moment1 + opt.moment2 + self.ema + grads
