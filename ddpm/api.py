@@ -23,7 +23,7 @@ import numpy as np
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from ddpm.config.groups import CONF_DIR, RunConfig, check_length_overrides, resolve
+from ddpm.config.groups import CONF_DIR, RunConfig, check_overrides, resolve
 from ddpm.config.registry import Option
 from ddpm.config.run_folder import RunFolder, load_config
 from ddpm.data.images import to_uint8
@@ -168,7 +168,7 @@ def train(overrides: Sequence[str] = (), run_dir: str | Path | None = None) -> R
     """Train conf/ composed with `overrides` into `run_dir` (default
     outputs/<date>/<time>, as ddpm.run) and return the trained run."""
     cfg = compose_config(overrides)
-    check_length_overrides(cfg, list(overrides))
+    check_overrides(cfg, list(overrides))
     run_dir = Path(run_dir or time.strftime("outputs/%Y-%m-%d/%H-%M-%S"))
     saved = RunFolder(run_dir).config
     if not saved.is_file():  # Hydra's CLI writes it; a resumed run keeps its own

@@ -21,7 +21,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from ddpm.config.errors import EXPECTED, Interrupted, NonFiniteLoss
-from ddpm.config.groups import check_length_overrides
+from ddpm.config.groups import check_overrides
 from ddpm.config.run_folder import RunFolder
 from ddpm.evaluation.metrics import METRICS
 from ddpm.runtime import hydra_callbacks  # noqa: F401  (registers the run_name resolver)
@@ -64,7 +64,7 @@ def main(cfg: DictConfig) -> float:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     RunFolder(run_dir).failed.unlink(missing_ok=True)  # a re-run of a failed sweep job
     try:
-        check_length_overrides(cfg, list(hydra_cfg.overrides.task))
+        check_overrides(cfg, list(hydra_cfg.overrides.task))
         _, metrics = fit_run(cfg, run_dir)
         return metrics[METRICS[cfg.sweep_metric].name]
     except Exception as err:  # noqa: BLE001 (every failure is reported; see fail())

@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from ddpm.config.groups import GROUPS, resolve
 from ddpm.config.registry import ConfigError, Registry
 from ddpm.data.build import build_data
+from ddpm.diffusion.ode_samplers import METHODS, ODE_COEFS, make_ode_plan
 from ddpm.diffusion.samplers import COEFS, make_plan
 from ddpm.nn import ATTENTIONS, BLOCKS
 from ddpm.training.build import build_loss
@@ -52,6 +53,10 @@ def tiny_forward(cfg):
     t = Tensor(np.array([0, diffusion.num_timesteps - 1], np.int32))
     out = net(x, t, Tensor(np.zeros(2, np.int32))).asnumpy()
     assert out.shape == x.shape and np.all(np.isfinite(out))
+    if diffusion.formulation is not None:  # edm, flow: levels instead of timesteps
+        plan = make_ode_plan(run["sampler"], diffusion.formulation)
+        assert plan.coefs.shape == (plan.num_steps, len(ODE_COEFS))
+        return
     loss = build_loss(run["loss"], net, diffusion)
     assert loss.weights.shape == (diffusion.num_timesteps,)
     plan = make_plan(run["sampler"], diffusion)
@@ -64,10 +69,14 @@ def test_every_block_and_attention_builds(block, attention):
     tiny_forward(compose_config(f"block={block}", f"attention={attention}"))
 
 
-@pytest.mark.parametrize("group", ["schedule", "loss", "objective", "sampler"])
+@pytest.mark.parametrize("group", ["formulation", "schedule", "loss", "objective", "sampler"])
 def test_every_math_option_builds(group):
     for name in options(group):
         extra = ["schedule.zero_terminal_snr=true"] if name == "pred_v" else []
+        if name in ("edm", "flow"):
+            extra = ["sampler=heun"]
+        if name in METHODS:  # the ODE samplers solve a continuous formulation
+            extra = ["formulation=flow"]
         tiny_forward(compose_config(f"{group}={name}", *extra))
 
 
@@ -295,11 +304,11 @@ def test_default_is_the_quick_recipe():
 def test_a_step_count_under_the_default_time_budget_is_refused():
     """The default recipe trains for trainer.minutes; steps or epochs given with it would be
     silently ignored, so they are refused unless minutes is set on the command line too."""
-    from ddpm.config.groups import check_length_overrides
+    from ddpm.config.groups import check_overrides
 
     cfg = compose_config(tiny=False)
     refusal = r"trainer.steps=2000 has no effect .*trainer.minutes=null"
     with pytest.raises(ConfigError, match=refusal):
-        check_length_overrides(cfg, ["block=convnext", "trainer.steps=2000"])
-    check_length_overrides(cfg, ["trainer.steps=2000", "trainer.minutes=null"])  # no error
-    check_length_overrides(cfg, ["trainer.lr=1e-3"])
+        check_overrides(cfg, ["block=convnext", "trainer.steps=2000"])
+    check_overrides(cfg, ["trainer.steps=2000", "trainer.minutes=null"])  # no error
+    check_overrides(cfg, ["trainer.lr=1e-3"])

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import compose_config
 
 from ddpm.config.groups import resolve
 from ddpm.config.run_folder import RunFolder
@@ -18,6 +17,7 @@ from ddpm.training.budget import Budget, fixed
 from ddpm.training.build import build_parts, build_trainer
 from ddpm.training.callbacks import Evaluation, SampleGrids, Summary
 from ddpm.training.lr_schedule import cosine_lr
+from tests.conftest import compose_config
 
 FINAL_ONLY = (SampleGrids, Evaluation, Summary)  # with the tiny config's sample_every=0
 

@@ -75,8 +75,8 @@ def test_ddim_bad_values(diffusion, bad):
 
 
 def test_unknown_sampler_lists_options(diffusion):
-    with pytest.raises(ConfigError, match="ddim, ddpm, dpm_solver"):
-        make_plan(diffusion, "euler")
+    with pytest.raises(ConfigError, match="ddim, ddpm, dpm_solver, euler, heun, midpoint"):
+        make_plan(diffusion, "rk45")
 
 
 @pytest.mark.parametrize(

@@ -19,8 +19,10 @@ from ddpm.config.registry import Option, Registry
 from ddpm.config.schema import NonNegativeInt, OneOf, check_section, keys_of
 from ddpm.data import DATASETS
 from ddpm.diffusion.conditioning import CONDITIONINGS
+from ddpm.diffusion.formulations import FORMULATIONS
 from ddpm.diffusion.losses import LOSSES
 from ddpm.diffusion.objectives import OBJECTIVES
+from ddpm.diffusion.ode_samplers import check_pairing
 from ddpm.diffusion.samplers import SAMPLERS
 from ddpm.diffusion.schedules import SCHEDULES
 from ddpm.evaluation.metrics import METRICS
@@ -33,6 +35,7 @@ from ddpm.training.loop import TRAINERS
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 # One registry per config group: the group's folder under conf/ holds one YAML per option.
 GROUPS: dict[str, Registry] = {
+    "formulation": FORMULATIONS,
     "schedule": SCHEDULES,
     "objective": OBJECTIVES,
     "block": BLOCKS,
@@ -109,12 +112,33 @@ def resolve(cfg: DictConfig) -> RunConfig:
     top_values = {k: cfg[k] for k in keys_of(TopLevelKeys) if k in cfg}
     top = TopLevelKeys(**check_section(top_values, keys_of(TopLevelKeys), "", "the config"))
     trainer = TrainerConfig(**options["trainer"].params)
+    check_formulation(options, trainer)
     needs = METRICS[top.sweep_metric].needs
     if needs and not getattr(trainer, needs):
         raise ConfigError(
             f"sweep_metric={top.sweep_metric} is only computed with trainer.{needs} > 0"
         )
     return RunConfig(options, trainer, runtime_keys(section(cfg, "runtime")), top, cfg)
+
+
+def check_formulation(options: dict[str, Option], trainer: TrainerConfig) -> None:
+    """What a continuous formulation (edm, flow) refuses: DDPM's samplers, the p2 and
+    min-SNR loss weights (it weights by its own lambda) and the bits/dim bound."""
+    formulation = options["formulation"]
+    check_pairing(formulation, options["sampler"])
+    if formulation() is None:  # DDPM
+        return
+    loss = options["loss"].shared
+    if loss.p2_gamma or loss.min_snr_gamma is not None:
+        raise ConfigError(
+            f"loss.p2_gamma / loss.min_snr_gamma weight DDPM's timesteps; formulation="
+            f"{formulation.name} weights its levels by its own lambda: leave them 0 / null"
+        )
+    if trainer.bpd_n:
+        raise ConfigError(
+            f"trainer.bpd_n={trainer.bpd_n}: bits/dim is DDPM's variational bound, which "
+            f"formulation={formulation.name} does not define; set trainer.bpd_n=0"
+        )
 
 
 def default_section(group: str, name: str, **overrides: Any) -> dict[str, Any]:
@@ -132,12 +156,22 @@ def saved_conditioning(cfg: DictConfig) -> Option:
 
 
 LENGTH_KEYS = ("trainer.steps", "trainer.epochs")
+DDPM_ONLY = ("schedule", "objective")  # groups that only formulation=ddpm uses
 
 
-def check_length_overrides(cfg: DictConfig, overrides: list[str]) -> None:
+def check_overrides(cfg: DictConfig, overrides: list[str]) -> None:
     """trainer.minutes decides the run's length over steps and epochs, so overrides that set
-    either of those while minutes is on (the default recipe's budget) are an error."""
+    either of those while minutes is on (the default recipe's budget) are an error. So are
+    overrides of the schedule and objective groups under a continuous formulation, which
+    does not use them."""
     keys = [o.split("=", 1)[0].lstrip("+") for o in overrides]
+    unused = [o for o, key in zip(overrides, keys, strict=True) if key.split(".")[0] in DDPM_ONLY]
+    formulation = FORMULATIONS.resolve(section(cfg, "formulation")) if unused else None
+    if formulation is not None and formulation() is not None:
+        raise ConfigError(
+            f"{unused[0]}: formulation={formulation.name} does not use the schedule or "
+            "objective groups (they define DDPM's forward process and target)"
+        )
     given = [o for o, key in zip(overrides, keys, strict=True) if key in LENGTH_KEYS]
     if given and cfg.trainer.get("minutes") is not None and "trainer.minutes" not in keys:
         raise ConfigError(

@@ -35,6 +35,7 @@ FAILED = "FAILED"
 # Keys added since a run may have been saved, with the values that reproduce older runs.
 ADDED_KEYS = {
     "conditioning": {"name": "none"},
+    "formulation": {"name": "ddpm"},
     "sampler.guidance": 1.0,
     "sampler.guidance_interval": [0.0, 1.0],
     "model.patch_size": 1,

@@ -36,6 +36,9 @@ class GaussianDiffusion:
 
     betas: np.ndarray
     objective: Any  # a ddpm.diffusion.objectives.Objective
+    # A continuous formulation (ddpm.diffusion.formulations) that trains and samples in
+    # place of the betas and objective; None: DDPM.
+    formulation: Any = None
 
     def __post_init__(self) -> None:
         self.objective.check(self.alphas_cumprod)

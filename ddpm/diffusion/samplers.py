@@ -69,6 +69,16 @@ class SamplerPlan:
         """The guidance scale w of each step [S]."""
         return self.coefs[:, COEFS.index("w")]
 
+    @property
+    def labels(self) -> np.ndarray:
+        """[S] int32: the network's time input at each step, the timestep."""
+        return self.timesteps.astype(np.int32)
+
+    @property
+    def init_scale(self) -> float:
+        """Sampling starts from x_T ~ N(0, I)."""
+        return 1.0
+
 
 def _plan(diffusion: GaussianDiffusion, timesteps: np.ndarray, a, b, sigma, c=0.0) -> SamplerPlan:
     t = timesteps

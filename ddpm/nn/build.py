@@ -12,9 +12,13 @@ from ddpm.nn.attention import placement
 from ddpm.nn.unet import UNet
 
 
-def build_diffusion(schedule: Option, objective: Option) -> GaussianDiffusion:
-    """q(x_t | x_0) of the schedule's betas, with the objective's target."""
-    return GaussianDiffusion(make_betas(schedule), objective=objective())
+def build_diffusion(
+    schedule: Option, objective: Option, formulation: Option | None = None
+) -> GaussianDiffusion:
+    """q(x_t | x_0) of the schedule's betas, with the objective's target; or, with a
+    continuous `formulation`, that formulation."""
+    continuous = formulation() if formulation is not None else None
+    return GaussianDiffusion(make_betas(schedule), objective(), continuous)
 
 
 def image_shape(dataset: Option) -> tuple[int, int]:
@@ -50,4 +54,4 @@ def denoiser(run: RunConfig, classes: list[str] | None) -> tuple[GaussianDiffusi
         raise ConfigError("a class-conditional model needs its class names")
     k = len(classes) if conditional else 0
     network = build_network(run["model"], run["block"], run["attention"], run["dataset"], k)
-    return build_diffusion(run["schedule"], run["objective"]), network
+    return build_diffusion(run["schedule"], run["objective"], run["formulation"]), network

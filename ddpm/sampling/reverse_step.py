@@ -11,6 +11,7 @@ from mindspore import dtype as mstype
 from ddpm.config.registry import Option
 from ddpm.diffusion.gaussian import GaussianDiffusion
 from ddpm.diffusion.objectives import Objective
+from ddpm.diffusion.ode_samplers import ODEPlan, make_ode_plan
 from ddpm.diffusion.samplers import SamplerPlan, make_plan
 
 
@@ -47,8 +48,12 @@ class ReverseStep(nn.Cell):
         if not self.guided or w not in (0.0, 1.0):
             return self
         if w not in self._plain:
-            self._plain[w] = ReverseStep(self.network, self.objective, self.clip, w)
+            self._plain[w] = self.with_scales(w)
         return self._plain[w]
+
+    def with_scales(self, scales: float) -> ReverseStep:
+        """This step for another set of guidance scales."""
+        return ReverseStep(self.network, self.objective, self.clip, scales)
 
     def construct(
         self, x_t: Tensor, t: Tensor, y: Tensor, coefs: Tensor, noise: Tensor, x0_prev: Tensor
@@ -74,25 +79,52 @@ class ReverseStep(nn.Cell):
         return uncond + w * (cond - uncond)
 
 
+class ODEStep(ReverseStep):
+    """One row of an ODE plan (ddpm.diffusion.ode_samplers.ODE_COEFS): the continuous
+    formulations' denoiser D = c_skip x + c_out F(c_in x; c_noise), optionally clipped, and
+    x_next = a D + c D_prev + b x + noise z; returns (x_next, D). `t` is the row's noise
+    label c_noise for the batch, and guidance combines F as ReverseStep does."""
+
+    def __init__(self, network: nn.Cell, clip_denoised: bool, scales=1.0) -> None:
+        super().__init__(network, None, clip_denoised, scales)
+
+    def with_scales(self, scales: float) -> ODEStep:
+        return ODEStep(self.network, self.clip, scales)
+
+    def construct(
+        self, x: Tensor, t: Tensor, y: Tensor, coefs: Tensor, noise: Tensor, d_prev: Tensor
+    ):
+        c_in, _, c_skip, c_out, a, b, c, sigma, w = (coefs[i] for i in range(9))
+        d = c_skip * x + c_out * self.predict(c_in * x, t, y, w)
+        if self.clip:
+            d = ops.clamp(d, -1.0, 1.0)
+        return a * d + c * d_prev + b * x + sigma * noise, d
+
+
 def reverse_process(
     network: nn.Cell, diffusion: GaussianDiffusion, sampler: Option
-) -> tuple[ReverseStep, SamplerPlan]:
-    """The compiled reverse step of `network` and the coefficient table of `sampler`."""
+) -> tuple[ReverseStep, SamplerPlan | ODEPlan]:
+    """The compiled reverse step of `network` and the coefficient table of `sampler`: an
+    ODE step and plan for a continuous formulation."""
+    clip = sampler.shared.clip_denoised
+    if diffusion.formulation is not None:
+        ode = make_ode_plan(sampler, diffusion.formulation)
+        return ODEStep(network, clip, ode.guidance), ode
     plan = make_plan(sampler, diffusion)
-    step = ReverseStep(network, diffusion.objective, sampler.shared.clip_denoised, plan.guidance)
-    return step, plan
+    return ReverseStep(network, diffusion.objective, clip, plan.guidance), plan
 
 
 def p_sample_loop(
     step: ReverseStep,
-    plan: SamplerPlan,
+    plan: SamplerPlan | ODEPlan,
     shape: tuple[int, int, int, int],
     seed: int,
     on_step: Callable[[int, np.ndarray], None] | None = None,
     labels: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Draw samples [B, C, H, W] in [-1, 1], starting from x_T ~ N(0, I), of class `labels`
-    [B] for a conditional network (unconditional ones ignore them).
+    """Draw samples [B, C, H, W] in [-1, 1], starting from x_T ~ N(0, init_scale^2 I), of
+    class `labels` [B] for a conditional network (unconditional ones ignore them). `plan` is
+    a DDPM sampler's (ReverseStep) or an ODE plan (ODEStep).
 
     All per-step tensors are built before the loop; `on_step(i, x_i)` (for GIFs) is the
     only reason the loop copies intermediate images back to the host. Each step runs
@@ -100,9 +132,10 @@ def p_sample_loop(
     """
     rng = np.random.default_rng(seed)
     batch = shape[0]
-    t_batches = [Tensor(np.full(batch, t, np.int32)) for t in plan.timesteps]
+    t_batches = [Tensor(np.full(batch, t, plan.labels.dtype)) for t in plan.labels]
     coefs = [Tensor(row.astype(np.float32)) for row in plan.coefs]
-    x = Tensor(rng.standard_normal(shape, dtype=np.float32))
+    x = rng.standard_normal(shape, dtype=np.float32)
+    x = Tensor(x if plan.init_scale == 1.0 else np.float32(plan.init_scale) * x)
     y = Tensor(np.zeros(batch, np.int32) if labels is None else np.asarray(labels, np.int32))
     x0 = ops.zeros_like(x)  # no previous prediction at the first step
     steps = [step.at(float(w)) for w in plan.guidance]

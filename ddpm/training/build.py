@@ -35,10 +35,14 @@ from ddpm.training.budget import Budget, Pacing
 from ddpm.training.config import TrainerConfig
 from ddpm.training.loop import Batches, Trainer
 from ddpm.training.lr_schedule import cosine_lr
-from ddpm.training.step import DenoisingLoss, TrainStep
+from ddpm.training.step import DenoisingLoss, PreconditionedLoss, TrainStep
 
 
-def build_loss(loss: Option, network: nn.Cell, diffusion: GaussianDiffusion) -> DenoisingLoss:
+def build_loss(
+    loss: Option, network: nn.Cell, diffusion: GaussianDiffusion
+) -> DenoisingLoss | PreconditionedLoss:
+    if diffusion.formulation is not None:
+        return PreconditionedLoss(network, loss())
     weights = loss_weights(diffusion.snr, diffusion.objective, loss.shared)
     return DenoisingLoss(network, diffusion, loss(), weights)
 
@@ -79,6 +83,8 @@ def model_fingerprint(run: RunConfig, classes: list[str] | None = None) -> dict[
     conditional model adds its conditioning and class names (which sampling needs)."""
     cfg = run.composed
     keys = {g: section(cfg, g) for g in MODEL_GROUPS}
+    if run["formulation"]() is not None:  # DDPM runs predate the group and omit it
+        keys["formulation"] = section(cfg, "formulation")
     keys["dataset"] = {k: cfg.dataset[k] for k in ("channels", "image_size")}
     if classes is not None:
         keys["conditioning"], keys["classes"] = section(cfg, "conditioning"), list(classes)
@@ -113,7 +119,8 @@ class TrainingParts:
     def batches(self) -> Batches:
         k = len(self.classes or [])
         p_uncond = self.run["conditioning"]().p_uncond if k else 0.0
-        return Batches(self.data, self.diffusion.num_timesteps, k, p_uncond)
+        d = self.diffusion
+        return Batches(self.data, d.num_timesteps, k, p_uncond, d.formulation)
 
 
 def build_parts(run: RunConfig) -> TrainingParts:

@@ -136,15 +136,20 @@ class Logging(Callback):
         self.window = _Window()
 
     def forward_strip(self, seed: int, columns: int = 8) -> np.ndarray:
-        """One real image noised by q(x_t | x_0) at evenly spaced t, left (t=0) to right (T-1)."""
+        """One real image noised by q(x_t | x_0) at evenly spaced t, left (t=0) to right (T-1);
+        for a continuous formulation, alpha x_0 + sigma eps over its sampler's range, divided
+        by sqrt(alpha^2 + sigma^2) to stay in view."""
         d = self.diffusion
         x0, _ = next(batch_stream(self.data, 1, seed))  # [1, C, H, W]
-        ts = np.linspace(0, d.num_timesteps - 1, columns).round().astype(int)
         noise = np.random.default_rng(seed).standard_normal(x0.shape)
-        strip = [
-            q_sample(x0, noise, d.sqrt_alphas_cumprod[t], d.sqrt_one_minus_alphas_cumprod[t])
-            for t in ts
-        ]
+        if d.formulation is not None:
+            alpha, sigma = d.formulation.path(d.formulation.display_levels(columns))
+            norm = np.sqrt(alpha**2 + sigma**2)
+            alpha, sigma = alpha / norm, sigma / norm
+        else:
+            ts = np.linspace(0, d.num_timesteps - 1, columns).round().astype(int)
+            alpha, sigma = d.sqrt_alphas_cumprod[ts], d.sqrt_one_minus_alphas_cumprod[ts]
+        strip = [q_sample(x0, noise, a, s) for a, s in zip(alpha, sigma, strict=True)]
         return make_grid(to_uint8(np.concatenate(strip)), nrow=columns)
 
     def on_step_end(self, trainer: Trainer, result: StepResult, bar: tqdm) -> None:

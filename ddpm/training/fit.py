@@ -118,7 +118,15 @@ def fit_run(cfg: DictConfig, run_dir: Path) -> tuple[Path, dict[str, float]]:
         sum(p.size for p in parts.network.trainable_params()) / 1e6,
     )
     log.info("fused CPU kernels: %s", "on" if kernels.active() else "off (built-in ops)")
-    report_schedule(parts.diffusion.terminal_alpha_bar(), run["schedule"])
+    if parts.diffusion.formulation is None:
+        report_schedule(parts.diffusion.terminal_alpha_bar(), run["schedule"])
+    else:
+        formulation = run["formulation"]
+        log.info(
+            "formulation %s %s (schedule and objective unused)",
+            formulation.name,
+            formulation.params,
+        )
     log.info(
         "data: %s, %d images of %s; %d steps of batch %d",
         run["dataset"].name,

@@ -19,6 +19,7 @@ from ddpm.config.errors import Interrupted, NonFiniteLoss
 from ddpm.config.registry import Registry
 from ddpm.data import ImageData, batch_stream
 from ddpm.diffusion.conditioning import drop_labels
+from ddpm.diffusion.formulations import Formulation
 from ddpm.runtime.distributed import World
 from ddpm.runtime.signals import StopSignals
 from ddpm.training.callbacks import Callback, StepResult
@@ -38,6 +39,17 @@ class Batches:
     num_timesteps: int
     num_classes: int = 0
     p_uncond: float = 0.0
+    formulation: Formulation | None = None  # a continuous one draws levels instead of t
+
+    def levels(self, rng: np.random.Generator, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        """(the step's time input, each example's timestep for the loss quarters): DDPM's t,
+        or a continuous formulation's rows of LEVEL_COLUMNS and its level's position."""
+        f = self.formulation
+        if f is None:
+            t = rng.integers(0, self.num_timesteps, size=batch)
+            return t.astype(np.int32), t
+        s = f.sample_levels(rng, batch)
+        return f.levels_table(s), (f.position(s) * self.num_timesteps).astype(np.int64)
 
 
 @TRAINERS.register("default", schema=TrainerConfig)
@@ -108,14 +120,14 @@ class Trainer:
         workers differ, resume is exact."""
         x_start, labels = batch
         rng = np.random.default_rng((self.seed, self.world.rank, self.step))
-        t = rng.integers(0, self.batches.num_timesteps, size=len(x_start))
+        t_in, t = self.batches.levels(rng, len(x_start))
         noise = rng.standard_normal(x_start.shape, dtype=np.float32)
         if self.batches.num_classes:
             labels = drop_labels(labels, self.batches.p_uncond, self.batches.num_classes, rng)
         decay = ema_decay(self.step, self.cfg.ema_decay, self.cfg.ema_warmup)
         losses, grad_norm = self.train_step(
             Tensor(x_start),
-            Tensor(t.astype(np.int32)),
+            Tensor(t_in),
             Tensor(noise),
             Tensor(labels.astype(np.int32)),
             Tensor(decay, mstype.float32),

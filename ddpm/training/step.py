@@ -44,6 +44,27 @@ class DenoisingLoss(nn.Cell):
         return dist.mean(axis=(1, 2, 3)) * ops.gather(self.weights, t, 0)  # [B]
 
 
+class PreconditionedLoss(nn.Cell):
+    """The continuous formulations' loss (ddpm.diffusion.formulations): per example
+    weight * mean_{C,H,W} dist(F(c_in x; c_noise, y) - F*), x = alpha x_0 + sigma eps and
+    F* = p x_0 + q eps, from the rows of LEVEL_COLUMNS the host drew -> [B]."""
+
+    def __init__(self, network: nn.Cell, distance: nn.Cell) -> None:
+        super().__init__()
+        self.network, self.distance = network, distance
+
+    def construct(self, x_start: Tensor, levels: Tensor, noise: Tensor, y: Tensor) -> Tensor:
+        alpha, sigma, c_in, c_noise, p, q, weight = (levels[:, i] for i in range(7))
+        x = _per_example(alpha) * x_start + _per_example(sigma) * noise
+        target = _per_example(p) * x_start + _per_example(q) * noise
+        dist = self.distance(self.network(_per_example(c_in) * x, c_noise, y) - target)
+        return dist.mean(axis=(1, 2, 3)) * weight  # [B]
+
+
+def _per_example(column: Tensor) -> Tensor:
+    return column[:, None, None, None]  # [B] -> [B, 1, 1, 1]
+
+
 _ema_update = ops.MultitypeFuncGraph("ema_update")
 _square_sum = ops.MultitypeFuncGraph("square_sum")
 
