@@ -64,6 +64,13 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def positive_float(text: str) -> float:
+    value = non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("it must be > 0")
+    return value
+
+
 def folder(text: str) -> Path:
     path = Path(text)
     if not path.is_dir():
@@ -111,6 +118,8 @@ _SAMPLER_FLAGS: dict[str, dict] = {
         "metavar": "LO,HI",
         "help": "apply w only at steps with t/T in (LO, HI]; w = 1 elsewhere",
     },
+    "S_churn": {"type": non_negative_float, "help": "EDM's stochastic churn (0: the ODE)"},
+    "shift": {"type": positive_float, "help": "flow matching's time shift of the steps"},
 }
 
 

@@ -22,10 +22,11 @@ from ddpm.diffusion.ode_samplers import (
     ode_plan,
     sample_numpy,
 )
+from ddpm.evaluation.build import build_likelihood
 from ddpm.sampling.reverse_step import ODEStep, p_sample_loop
 from ddpm.training.step import PreconditionedLoss
 from tests.conftest import compose_config, denoiser_of, trainer_of
-from tests.test_cli import events
+from tests.test_cli import CLI_TINY, cli, events
 
 MU, S = 0.3, 0.5  # the data: x_0 ~ N(MU, S^2) in every pixel
 
@@ -310,3 +311,34 @@ def test_schedule_and_objective_overrides_are_refused_under_a_continuous_formula
     check_overrides(cfg, ["formulation=edm", "sampler=heun"])  # no error
     ddpm_cfg = compose_config("schedule=linear")
     check_overrides(ddpm_cfg, ["schedule=linear"])  # DDPM uses it
+
+
+def test_a_continuous_run_reports_no_bits_per_dim():
+    cfg = compose_config("formulation=edm", "sampler=heun")
+    run = resolve(cfg)
+    diffusion, _ = denoiser_of(cfg)
+    with pytest.raises(ConfigError, match="formulation=edm defines none"):
+        build_likelihood(4, 10, run["dataset"], diffusion, "large")
+
+
+@pytest.mark.slow
+def test_guided_flow_and_edm_runs_end_to_end_through_the_cli(tmp_path):
+    """python -m ddpm.run trains a class-conditional, guided run of each formulation, and
+    python -m ddpm.sample draws named classes from it."""
+    for name, sampler in (("flow", "midpoint"), ("edm", "heun")):
+        run_dir = tmp_path / name
+        train = cli(
+            "-m", "ddpm.run", *CLI_TINY, f"formulation={name}", f"sampler={sampler}",
+            "sampler.steps=4", "conditioning=class", "sampler.guidance=3",
+            "sampler.guidance_interval=[0.2,0.8]", f"hydra.run.dir={run_dir}",
+        )  # fmt: skip
+        assert train.returncode == 0, train.stderr[-2000:]
+        assert f"formulation {name}" in train.stderr + train.stdout
+        out = tmp_path / f"{name}_samples"
+        sample = cli("-m", "ddpm.sample", str(run_dir), "--class", "Sneaker,9", "--n", "4",
+                     "--out", str(out))  # fmt: skip
+        assert sample.returncode == 0, sample.stderr[-2000:]
+        assert list(out.glob("samples_*.png"))
+        refused = cli("-m", "ddpm.sample", str(run_dir), "--sampler", "ddim", "--n", "2")
+        assert refused.returncode != 0
+        assert f"does not sample formulation={name}" in refused.stderr

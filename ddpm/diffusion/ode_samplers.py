@@ -192,12 +192,16 @@ for _name in METHODS:
 
 def check_pairing(formulation: Option, sampler: Option) -> None:
     """A sampler solves one formulation's reverse process; keys of the other are refused."""
-    built = formulation()
+    check_sampler(formulation(), sampler, formulation.name)
+
+
+def check_sampler(built: Formulation | None, sampler: Option, name: str) -> None:
+    """check_pairing for a built formulation (None: DDPM) named `name`."""
     continuous = built is not None
     if continuous != (sampler.name in METHODS):
         ours = METHODS if continuous else [s for s in SAMPLERS.names() if s not in METHODS]
         raise ConfigError(
-            f"sampler={sampler.name} does not sample formulation={formulation.name}; its "
+            f"sampler={sampler.name} does not sample formulation={name}; its "
             f"samplers are: {', '.join(ours)}"
         )
     if not continuous:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ddpm.config.errors import ConfigError
 from ddpm.config.registry import Option
 from ddpm.data.build import build_data
 from ddpm.data.sources import load_labels
@@ -35,5 +36,10 @@ def build_likelihood(
     """The test-set bits/dim bound on the first bpd_n test images, when > 0."""
     if not bpd_n:
         return None
+    if diffusion.formulation is not None:
+        raise ConfigError(
+            f"bits/dim is DDPM's variational bound; formulation={diffusion.formulation.name} "
+            "defines none, so this run reports no bits/dim"
+        )
     test = build_data(dataset, split="test").images[:bpd_n]
     return NegativeElbo(to_model_space(test), diffusion, bpd_timesteps, variance)

@@ -20,7 +20,7 @@ from ddpm.diffusion.conditioning import (
 from ddpm.diffusion.samplers import SAMPLERS
 
 # The sampler keys a caller may override (ddpm.sample's flags, Run.sample's keywords).
-SAMPLER_OVERRIDES = ("steps", "eta", "order", "guidance", "guidance_interval")
+SAMPLER_OVERRIDES = ("steps", "eta", "order", "guidance", "guidance_interval", "S_churn", "shift")
 
 
 def sampler_option(cfg: DictConfig, name: str | None = None, **overrides: Any) -> Option:

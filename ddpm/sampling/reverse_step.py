@@ -11,7 +11,7 @@ from mindspore import dtype as mstype
 from ddpm.config.registry import Option
 from ddpm.diffusion.gaussian import GaussianDiffusion
 from ddpm.diffusion.objectives import Objective
-from ddpm.diffusion.ode_samplers import ODEPlan, make_ode_plan
+from ddpm.diffusion.ode_samplers import ODEPlan, check_sampler, make_ode_plan
 from ddpm.diffusion.samplers import SamplerPlan, make_plan
 
 
@@ -107,6 +107,8 @@ def reverse_process(
     """The compiled reverse step of `network` and the coefficient table of `sampler`: an
     ODE step and plan for a continuous formulation."""
     clip = sampler.shared.clip_denoised
+    formulation = diffusion.formulation
+    check_sampler(formulation, sampler, formulation.name if formulation else "ddpm")
     if diffusion.formulation is not None:
         ode = make_ode_plan(sampler, diffusion.formulation)
         return ODEStep(network, clip, ode.guidance), ode
