@@ -22,7 +22,7 @@ from ddpm.diffusion.conditioning import CONDITIONINGS
 from ddpm.diffusion.formulations import FORMULATIONS
 from ddpm.diffusion.losses import LOSSES
 from ddpm.diffusion.objectives import OBJECTIVES
-from ddpm.diffusion.ode_samplers import check_pairing
+from ddpm.diffusion.ode_samplers import check_sampler
 from ddpm.diffusion.samplers import SAMPLERS
 from ddpm.diffusion.schedules import SCHEDULES
 from ddpm.evaluation.metrics import METRICS
@@ -125,8 +125,9 @@ def check_formulation(options: dict[str, Option], trainer: TrainerConfig) -> Non
     """What a continuous formulation (edm, flow) refuses: DDPM's samplers, the p2 and
     min-SNR loss weights (it weights by its own lambda) and the bits/dim bound."""
     formulation = options["formulation"]
-    check_pairing(formulation, options["sampler"])
-    if formulation() is None:  # DDPM
+    built = formulation()
+    check_sampler(built, options["sampler"], formulation.name)
+    if built is None:  # DDPM
         return
     loss = options["loss"].shared
     if loss.p2_gamma or loss.min_snr_gamma is not None:

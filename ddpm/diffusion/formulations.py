@@ -29,6 +29,7 @@ embedding was built for labels in DDPM's [0, 1000) range.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -146,10 +147,8 @@ class EDM(Formulation):
 
     def position(self, s):
         """The training distribution's CDF at sigma: the quarters hold equal shares."""
-        from math import erf, sqrt
-
-        z = (np.log(s) - self.P_mean) / (self.P_std * sqrt(2.0))
-        return np.clip(0.5 * (1.0 + np.vectorize(erf)(z)), 0.0, 1.0 - 1e-9)
+        z = (np.log(s) - self.P_mean) / (self.P_std * math.sqrt(2.0))
+        return np.clip(0.5 * (1.0 + np.vectorize(math.erf)(z)), 0.0, 1.0 - 1e-9)
 
     def display_levels(self, n):
         return np.geomspace(self.sigma_min, self.sigma_max, n)

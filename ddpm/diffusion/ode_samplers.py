@@ -118,35 +118,31 @@ def ode_plan(
     raised = s * (1.0 + churn.gammas(s))  # s^_i
     extra = churn.S_noise * np.sqrt(np.maximum(raised**2 - s**2, 0.0))
     rows: list[list[float]] = []
+    row_levels: list[float] = []
+
+    def add(level: float, a: float, b: float, c: float) -> None:
+        rows.append(_row(formulation, level, a, b, c))
+        row_levels.append(level)
+
     for i, (hat, s_next) in enumerate(zip(raised, nxt, strict=True)):
         if method == "euler" or s_next == 0.0:
-            rows.append(_row(formulation, hat, 1.0 - s_next / hat, s_next / hat, 0.0))
+            add(hat, 1.0 - s_next / hat, s_next / hat, 0.0)
         elif method == "heun":
-            rows.append(_row(formulation, hat, 1.0 - s_next / hat, s_next / hat, 0.0))
+            add(hat, 1.0 - s_next / hat, s_next / hat, 0.0)
             m = (s_next - hat) / (2.0 * s_next)
-            rows.append(_row(formulation, s_next, -m, 1.0, m))
+            add(s_next, -m, 1.0, m)
         else:
             mid = 0.5 * (hat + s_next)
-            rows.append(_row(formulation, hat, 1.0 - mid / hat, mid / hat, 0.0))
-            rows.append(_row(formulation, mid, (hat - s_next) / mid, s_next / mid, 1.0 - hat / mid))
+            add(hat, 1.0 - mid / hat, mid / hat, 0.0)
+            add(mid, (hat - s_next) / mid, s_next / mid, 1.0 - hat / mid)
         if i + 1 < len(s):
             rows[-1][ODE_COEFS.index("noise")] = extra[i + 1]
-    coefs = np.array(rows, np.float64)
-    row_levels = _row_levels(raised, nxt, method)
+    coefs, levels_out = np.array(rows, np.float64), np.array(row_levels, np.float64)
     lo, hi = interval
-    position = formulation.guidance_position(row_levels)
+    position = formulation.guidance_position(levels_out)
     coefs[:, ODE_COEFS.index("w")] = np.where((position > lo) & (position <= hi), guidance, 1.0)
     _, sigma_0 = formulation.path(np.float64(s[0]))
-    return ODEPlan(row_levels, coefs, float(np.sqrt(sigma_0**2 + extra[0] ** 2)))
-
-
-def _row_levels(raised: np.ndarray, nxt: np.ndarray, method: str) -> np.ndarray:
-    out: list[float] = []
-    for hat, s_next in zip(raised, nxt, strict=True):
-        out.append(hat)
-        if method != "euler" and s_next > 0.0:
-            out.append(s_next if method == "heun" else 0.5 * (hat + s_next))
-    return np.array(out, np.float64)
+    return ODEPlan(levels_out, coefs, float(np.sqrt(sigma_0**2 + extra[0] ** 2)))
 
 
 def sample_numpy(plan: ODEPlan, denoise, shape: tuple[int, ...], seed: int) -> np.ndarray:
@@ -190,13 +186,9 @@ for _name in METHODS:
     _method(_name)
 
 
-def check_pairing(formulation: Option, sampler: Option) -> None:
-    """A sampler solves one formulation's reverse process; keys of the other are refused."""
-    check_sampler(formulation(), sampler, formulation.name)
-
-
 def check_sampler(built: Formulation | None, sampler: Option, name: str) -> None:
-    """check_pairing for a built formulation (None: DDPM) named `name`."""
+    """A sampler solves one formulation's reverse process (`built`, named `name`; None:
+    DDPM); keys of the other are refused."""
     continuous = built is not None
     if continuous != (sampler.name in METHODS):
         ours = METHODS if continuous else [s for s in SAMPLERS.names() if s not in METHODS]

@@ -132,12 +132,9 @@ class Pacing(Callback):
     The loop ends when the budget is spent."""
 
     def __init__(
-        self,
-        budget: Budget,
-        relearn: Callable[[Sequence[tuple[int, int]]], None],
-        pace: Pace | None = None,
+        self, budget: Budget, relearn: Callable[[Sequence[tuple[int, int]]], None]
     ) -> None:
-        self.budget, self.relearn, self.pace = budget, relearn, pace or Pace()
+        self.budget, self.relearn, self.pace = budget, relearn, Pace()
         self.check = max(budget.seconds / 100.0, 0.1)
         self.window = budget.seconds / 10.0
         self.marks: list[tuple[float, int]] = []  # (loop seconds, step) at each check

@@ -25,8 +25,9 @@ def _without_torch():
     return tensorboardX
 
 
-SummaryWriter = _without_torch().SummaryWriter
-from tensorboardX.summary import hparams as hparams_summaries  # noqa: E402
+_tensorboardx = _without_torch()
+SummaryWriter = _tensorboardx.SummaryWriter
+hparams_summaries = _tensorboardx.summary.hparams
 
 HParamValue = bool | int | float | str
 
