@@ -23,7 +23,14 @@ import numpy as np
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from ddpm.config.groups import CONF_DIR, RunConfig, check_overrides, resolve
+from ddpm.config.groups import (
+    CONF_DIR,
+    DDPM_RECIPE,
+    RunConfig,
+    asks_for_ddpm,
+    check_overrides,
+    resolve,
+)
 from ddpm.config.registry import Option
 from ddpm.config.run_folder import RunFolder, load_config
 from ddpm.data.images import to_uint8
@@ -160,8 +167,9 @@ def load_run(path: str | Path, checkpoint: str | Path | None = None) -> Run:
 
 def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
     """conf/ composed with `overrides`, as `python -m ddpm.run <overrides>` composes it."""
+    overrides = [*overrides, DDPM_RECIPE] if asks_for_ddpm(list(overrides)) else list(overrides)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+        return compose(config_name="config", overrides=overrides)
 
 
 def train(overrides: Sequence[str] = (), run_dir: str | Path | None = None) -> Run:

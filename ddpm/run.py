@@ -21,7 +21,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from ddpm.config.errors import EXPECTED, Interrupted, NonFiniteLoss
-from ddpm.config.groups import check_overrides
+from ddpm.config.groups import DDPM_RECIPE, asks_for_ddpm, check_overrides
 from ddpm.config.run_folder import RunFolder
 from ddpm.evaluation.metrics import METRICS
 from ddpm.runtime import hydra_callbacks  # noqa: F401  (registers the run_name resolver)
@@ -72,4 +72,6 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    if asks_for_ddpm([a for a in sys.argv[1:] if not a.startswith("-")]):
+        sys.argv.append(DDPM_RECIPE)
     main()

@@ -1,7 +1,7 @@
 """Fixed-seed runs give bitwise what tests/reference/behaviour.json recorded.
 
 The figures come from the real tools in subprocesses (tests/reference/behaviour.py): the
-weights of a tiny run, 20 losses of the default recipe, the tiny run's samples. The fused
+weights of a tiny run, 20 losses of the DDPM recipe, the tiny run's samples. The fused
 kernels are compiled for the CPU that runs them, so the figures are compared bitwise on
 the CPU model that recorded them, and to float32 rounding on any other.
 """

@@ -13,7 +13,7 @@ from hydra.errors import ConfigCompositionException
 from mindspore import Tensor
 from omegaconf import OmegaConf
 
-from ddpm.config.groups import GROUPS, resolve
+from ddpm.config.groups import DDPM_RECIPE, GROUPS, resolve
 from ddpm.config.registry import ConfigError, Registry
 from ddpm.data.build import build_data
 from ddpm.diffusion.ode_samplers import METHODS, ODE_COEFS, make_ode_plan
@@ -241,7 +241,7 @@ def test_a_new_option_is_one_yaml_and_one_registration(group, tmp_path, monkeypa
     monkeypatch.setitem(registry._entries, "fresh", registry.get(base))
     monkeypatch.setitem(registry._schemas, "fresh", registry._schemas[base])
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        overrides = [*TINY, f"{group}=fresh"]
+        overrides = [DDPM_RECIPE, *TINY, f"{group}=fresh"]
         if group == "attention" and base == "full":
             overrides.append("attention.levels=[1]")
         cfg = compose(config_name="config", overrides=overrides)
@@ -292,13 +292,32 @@ def test_attention_levels_select_where_attention_goes():
         tiny_forward(compose_config("attention.levels=[5]"))
 
 
-def test_default_is_the_quick_recipe():
-    cfg = compose_config(tiny=False)
+def test_default_is_the_quick_recipe_with_flow_matching():
+    cfg = compose_config("experiment=quick", tiny=False)
     assert (cfg.model.dim, cfg.model.patch_size, list(cfg.attention.levels)) == (32, 2, [1])
-    assert (cfg.objective.name, cfg.sampler.name) == ("pred_v", "dpm_solver")
-    assert (cfg.conditioning.name, cfg.sampler.guidance) == ("class", 4.0)
+    assert (cfg.formulation.name, cfg.sampler.name, cfg.sampler.steps) == ("flow", "heun", 10)
+    assert (cfg.conditioning.name, cfg.sampler.guidance) == ("class", 3.0)
     assert list(cfg.sampler.guidance_interval) == [0.2, 0.8]
     assert cfg.dataset.random_flip is False and cfg.trainer.minutes == 7
+
+
+def test_its_ddpm_twin_keeps_the_recipe_and_the_ddpm_choices():
+    cfg, default = compose_config(tiny=False), compose_config("experiment=quick", tiny=False)
+    assert (cfg.formulation.name, cfg.objective.name) == ("ddpm", "pred_v")
+    assert (cfg.sampler.name, cfg.sampler.steps, cfg.sampler.guidance) == ("dpm_solver", 20, 4.0)
+    for key in ("model", "attention", "trainer", "dataset", "conditioning"):
+        assert cfg[key] == default[key], key
+
+
+def test_naming_a_ddpm_group_without_a_formulation_asks_for_ddpm():
+    from ddpm.config.groups import asks_for_ddpm
+
+    assert asks_for_ddpm(["schedule=cosine", "block=resnet"])
+    assert asks_for_ddpm(["objective.name=pred_x0"]) and asks_for_ddpm(["schedule.timesteps=50"])
+    assert not asks_for_ddpm(["block=resnet", "trainer.lr=1e-3"])
+    assert not asks_for_ddpm(["formulation=flow", "schedule=cosine"])  # refused later, by name
+    assert asks_for_ddpm(["formulation=ddpm"]) and not asks_for_ddpm(["formulation=edm"])
+    assert not asks_for_ddpm(["experiment=tiny", "schedule=linear"])
 
 
 def test_a_step_count_under_the_default_time_budget_is_refused():

@@ -247,7 +247,7 @@ def test_preconditioned_loss_regresses_the_target_with_its_weight():
     "overrides, refusal",
     [
         (
-            ["formulation=edm"],
+            ["formulation=edm", "sampler=dpm_solver"],
             "sampler=dpm_solver does not sample formulation=edm; its samplers are: euler, heun",
         ),
         (

@@ -171,3 +171,22 @@ def test_sampler_overrides_reach_shared_and_own_keys():
         sampler_option(cfg, "ddim", clip=False)
     conditional = compose_config("conditioning=class")
     assert sampler_option(conditional, "ddim", guidance=2.0).shared.guidance == 2.0
+
+
+def test_switching_sampler_keeps_the_runs_guidance_but_not_its_steps():
+    """A guided run sampled with another sampler stays guided over the same interval."""
+    from ddpm.sampling.options import sampler_option
+    from tests.conftest import compose_config
+
+    cfg = compose_config(
+        "formulation=flow",
+        "sampler=euler",
+        "sampler.guidance=3.0",
+        "sampler.guidance_interval=[0.2,0.8]",
+        "sampler.steps=7",
+    )
+    option = sampler_option(cfg, "heun")
+    assert option.name == "heun" and option.shared.guidance == 3.0
+    assert list(option.shared.guidance_interval) == [0.2, 0.8]
+    assert option.shared.steps == 18  # heun.yaml's own
+    assert sampler_option(cfg, "heun", guidance=1.5).shared.guidance == 1.5

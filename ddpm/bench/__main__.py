@@ -51,7 +51,7 @@ import numpy as np
 CASES = {
     "seed": ["experiment=seed_tutorial"],
     "seed_resnet": ["experiment=seed_tutorial", "block=resnet", "block.groups=2"],
-    "quick": [],
+    "quick": ["experiment=quick_ddpm"],  # the twin implements DDPM; the network is the default's
 }
 SAMPLE_N = 64
 PAIR_PAUSE_S = 0.1

@@ -160,6 +160,23 @@ LENGTH_KEYS = ("trainer.steps", "trainer.epochs")
 DDPM_ONLY = ("schedule", "objective")  # groups that only formulation=ddpm uses
 
 
+DDPM_RECIPE = "experiment=quick_ddpm"  # the default recipe's DDPM twin
+
+
+def asks_for_ddpm(overrides: list[str]) -> bool:
+    """The default recipe is flow matching, which has no schedule or objective. A command
+    line that gives no experiment and sets formulation=ddpm, or sets the schedule or the
+    objective and no formulation, asks for DDPM: ddpm.run adds DDPM_RECIPE, so
+    `schedule=cosine block=resnet` trains DDPM."""
+    given = dict(o.lstrip("+~").split("=", 1) for o in overrides if "=" in o)
+    keys = {k.split(".")[0] for k in given}
+    if "experiment" in keys:
+        return False
+    if "formulation" in keys:
+        return given.get("formulation") == "ddpm"
+    return bool(keys & set(DDPM_ONLY))
+
+
 def check_overrides(cfg: DictConfig, overrides: list[str]) -> None:
     """trainer.minutes decides the run's length over steps and epochs, so overrides that set
     either of those while minutes is on (the default recipe's budget) are an error. So are

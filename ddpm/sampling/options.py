@@ -21,15 +21,20 @@ from ddpm.diffusion.samplers import SAMPLERS
 
 # The sampler keys a caller may override (ddpm.sample's flags, Run.sample's keywords).
 SAMPLER_OVERRIDES = ("steps", "eta", "order", "guidance", "guidance_interval", "S_churn", "shift")
+# The run's choices that a switch to another sampler keeps (its steps are the sampler's own).
+CARRIED_KEYS = ("clip_denoised", "guidance", "guidance_interval")
 
 
 def sampler_option(cfg: DictConfig, name: str | None = None, **overrides: Any) -> Option:
-    """The run's sampler section, or sampler `name`'s YAML, with `overrides` (a key of
-    SAMPLER_OVERRIDES each; None leaves a key as it is) applied and checked."""
+    """The run's sampler section, or sampler `name`'s YAML with the run's CARRIED_KEYS, with
+    `overrides` (a key of SAMPLER_OVERRIDES each; None leaves a key as it is) applied and
+    checked."""
     name = name or cfg.sampler.name
     if name not in SAMPLERS:
         SAMPLERS.get(name)  # lists the valid ones
-    keys = section(cfg, "sampler") if name == cfg.sampler.name else default_section("sampler", name)
+    keys = section(cfg, "sampler")
+    if name != cfg.sampler.name:
+        keys = {**default_section("sampler", name), **{k: keys[k] for k in CARRIED_KEYS}}
     for key, value in overrides.items():
         if key not in SAMPLER_OVERRIDES:
             raise ConfigError(f"{key}: not a sampler override; they are: {SAMPLER_OVERRIDES}")

@@ -4,7 +4,7 @@
     python tests/reference/behaviour.py --record   # store them in behaviour.json
 
 Three fixed-seed figures: the final weights of an `experiment=tiny` run (a SHA-256 over
-every parameter, in name order), the `train/loss` of 20 steps of the default recipe, and
+every parameter, in name order), the `train/loss` of 20 steps of the DDPM recipe, and
 the samples of `ddpm.sample` on the tiny run. The fused kernels are built with
 -march=native, so bitwise equality holds on one CPU model; behaviour.json keys the figures
 by the CPU, and tests/test_behaviour.py compares them bitwise where the CPU matches.
@@ -28,7 +28,9 @@ RECORD = Path(__file__).with_name("behaviour.json")
 # experiment=tiny seed=3 as the flat-package code saved it: config and final checkpoint.
 PRE_LAYOUT_RUN = Path(__file__).with_name("pre_layout_run")
 TINY_RUN = ["experiment=tiny", "seed=3"]
-DEFAULT_20 = ["trainer.minutes=null", "trainer.steps=20", "trainer.log_every=1"]
+# the DDPM recipe (the default before flow matching), as recorded
+DEFAULT_20 = ["experiment=quick_ddpm", "trainer.minutes=null", "trainer.steps=20"]
+DEFAULT_20 += ["trainer.log_every=1"]
 DEFAULT_20 += ["trainer.sample_every=0", "trainer.checkpoint_every=0", "trainer.sample_n=10"]
 SAMPLE_ARGS = ["--n", "6", "--seed", "5"]
 
