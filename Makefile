@@ -30,7 +30,7 @@ run: data
 TEST_WORKERS ?= 2
 
 test: data
-	$(PY) -m pytest -m "not slow" -q -n $(TEST_WORKERS)
+	$(PY) -m pytest -m "not slow" -q -n $(TEST_WORKERS) --dist loadgroup
 
 # The tests of the optional extras (the benchmark's PyTorch twin), which `make test` skips
 # without them; CI runs both.

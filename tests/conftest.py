@@ -16,7 +16,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from mindspore import Tensor, nn, ops
 
-from ddpm.config.groups import CONF_DIR, default_section, resolve
+from ddpm.config.groups import CONF_DIR, DDPM_RECIPE, asks_for_ddpm, default_section, resolve
 from ddpm.data.build import dataset_classes
 from ddpm.diffusion import samplers
 from ddpm.diffusion.gaussian import GaussianDiffusion
@@ -46,7 +46,13 @@ TINY = [
 
 
 def compose_config(*overrides: str, tiny: bool = True):
+    """The default recipe made tiny; its DDPM twin unless a formulation or experiment is
+    given, as `python -m ddpm.run` does for commands that name DDPM's groups."""
     tiny_overrides = TINY if tiny else []
+    if asks_for_ddpm(list(overrides)) or not any(
+        o.startswith(("formulation=", "experiment=")) for o in overrides
+    ):
+        tiny_overrides = [DDPM_RECIPE, *tiny_overrides]
     if "attention=none" in overrides:  # it takes no heads or dim_head
         tiny_overrides = [
             o for o in tiny_overrides if not o.startswith(("attention.heads", "attention.dim_head"))
@@ -149,3 +155,20 @@ def feature_cache(tmp_path_factory):
             assert proc.returncode == 0, proc.stderr[-2000:]
             assert "test accuracy" in proc.stdout
     return cache
+
+
+# A tiny class-conditional flow-matching run, guided inside an interval, with post-hoc EMA
+# snapshots every 3 of its 9 steps: the export and post-hoc EMA tests share it (they run
+# on one worker: xdist_group "flow_run").
+FLOW_RUN = [
+    "experiment=tiny", "formulation=flow", "sampler=heun", "sampler.steps=3",
+    "conditioning=class", "sampler.guidance=2.0", "sampler.guidance_interval=[0.3,0.8]",
+    "trainer.steps=9", "trainer.posthoc_ema=[0.05,0.1]", "trainer.posthoc_every=3",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def flow_run(tmp_path_factory):
+    from ddpm.api import train
+
+    return train(FLOW_RUN, tmp_path_factory.mktemp("flow_run"))

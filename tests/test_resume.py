@@ -137,6 +137,28 @@ def test_sigterm_then_resume_matches_an_uninterrupted_run(uninterrupted, tmp_pat
 
 
 @pytest.mark.slow
+def test_sigterm_during_accumulation_then_resume_is_exact(tmp_path):
+    """With trainer.accumulate=4 a signal lands inside a step's micro-batches far more
+    often than between steps; the step finishes, and the resumed run is bitwise the
+    uninterrupted one."""
+    accumulate = ["trainer.accumulate=4"]
+    full = tmp_path / "full"
+    assert cli("-m", "ddpm.run", *LONG, f"hydra.run.dir={full}", *accumulate).returncode == 0
+    proc = start(tmp_path / "cut", *accumulate)
+    wait_for_training(proc, 5)
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 128 + signal.SIGTERM, out[-2000:]
+    resumed = cli("-m", "ddpm.run", *LONG, f"hydra.run.dir={tmp_path / 'cut'}", *accumulate,
+                  "trainer.resume=latest")  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    expected = final_weights(full)
+    assert any(name.startswith("accum.") for name in expected)
+    for name, value in final_weights(tmp_path / "cut").items():
+        np.testing.assert_array_equal(value, expected[name], err_msg=name)
+
+
+@pytest.mark.slow
 def test_resume_keeps_what_the_checkpoint_step_logged(tmp_path):
     """Resumed from step 20, the run rewrites the curve after 20 and keeps the point at 20."""
     args = [*STEPS, "trainer.steps=40", "trainer.checkpoint_every=20", "trainer.log_every=5"]

@@ -16,7 +16,9 @@ from ddpm.training.step import DenoisingLoss, TrainStep, ema_name, load_ema
 from tests.conftest import compose_config
 
 
-def make_step(grad_clip=1.0, lr=3e-3, steps=40, fused_update=True, skip_nonfinite=False):
+def make_step(
+    grad_clip=1.0, lr=3e-3, steps=40, fused_update=True, skip_nonfinite=False, accumulate=1
+):
     """A TrainStep on a tiny U-Net, initialised from seed 0 whatever ran before; with
     fused_update=False Adam and the EMA run as graph ops."""
     ms.set_seed(0)
@@ -40,7 +42,7 @@ def make_step(grad_clip=1.0, lr=3e-3, steps=40, fused_update=True, skip_nonfinit
     was_on = kernels.active()
     kernels.use(was_on and fused_update)
     try:
-        step = TrainStep(loss_fn, optimizer, grad_clip, skip_nonfinite)
+        step = TrainStep(loss_fn, optimizer, grad_clip, skip_nonfinite, accumulate)
     finally:
         kernels.use(was_on)
     return step, net
@@ -68,6 +70,40 @@ def test_compiled_step_learns_and_tracks_ema(graph_mode):
     for before, e in zip(frozen, step.ema, strict=True):
         np.testing.assert_array_equal(before, e.asnumpy())
     assert int(step.optimizer.global_step.asnumpy()[0]) == 31
+
+
+@pytest.mark.parametrize("fused_update", [True, pytest.param(False, marks=pytest.mark.slow)])
+def test_accumulated_micro_batches_update_as_one_batch(fused_update):
+    """k = 4 micro-batches of 2 give one batch of 8's update (to float32 rounding), over two
+    steps: the buffers are emptied after each, and Adam, the LR and the EMA advance once."""
+    from ddpm.training.step import GradAccumulator
+
+    whole, _ = make_step(fused_update=fused_update)
+    split, _ = make_step(fused_update=fused_update, accumulate=4)
+    accumulator = GradAccumulator(split)
+    decay = Tensor(0.5, mstype.float32)
+    for seed in (0, 1):
+        inputs = batch(seed)
+        losses, norm = whole(*inputs, decay)
+        micro = list(zip(*(np.split(a.asnumpy(), 4) for a in inputs), strict=True))
+        parts = [accumulator(*map(Tensor, m)).asnumpy() for m in micro[:-1]]
+        last, split_norm = split(*map(Tensor, micro[-1]), decay)
+        np.testing.assert_allclose(np.concatenate([*parts, last.asnumpy()]), losses.asnumpy(),
+                                   rtol=1e-5)  # fmt: skip
+        np.testing.assert_allclose(float(split_norm.asnumpy()), float(norm.asnumpy()), rtol=1e-5)
+        # Adam's moments hold the step's gradient: equal to rounding (relative to the
+        # largest; a bias before a GroupNorm gets a gradient of rounding noise alone)
+        scale = max(np.abs(m.asnumpy()).max() for m in whole.optimizer.moment1)
+        for a, b in zip(whole.optimizer.moment1, split.optimizer.moment1, strict=True):
+            np.testing.assert_allclose(b.asnumpy(), a.asnumpy(), rtol=1e-4, atol=1e-6 * scale)
+    # Adam divides by |g|, so an element whose gradient is rounding noise can move either
+    # way; all but those agree
+    diffs = [
+        np.abs(a.asnumpy() - b.asnumpy()).ravel() for a, b in zip(whole.ema, split.ema, strict=True)
+    ]
+    assert np.mean(np.concatenate(diffs) <= 1e-6) > 0.99
+    assert all(not np.any(acc.asnumpy()) for acc in split.accum)
+    assert int(split.optimizer.global_step.asnumpy()[0]) == 2
 
 
 def test_grad_norm_is_the_global_l2_norm():

@@ -40,6 +40,10 @@ ADDED_KEYS = {
     "sampler.guidance_interval": [0.0, 1.0],
     "model.patch_size": 1,
     "runtime.threads": None,
+    "trainer.accumulate": 1,
+    "trainer.posthoc_ema": [],
+    "trainer.posthoc_every": 500,
+    "trainer.posthoc_max_mb": 2000.0,
 }
 
 
@@ -56,6 +60,11 @@ class RunFolder:
     @property
     def checkpoints(self) -> Path:
         return self.root / CHECKPOINTS
+
+    @property
+    def posthoc(self) -> Path:
+        """Post-hoc EMA snapshots and the reconstructions made from them (ddpm.ema)."""
+        return self.root / "posthoc"
 
     @property
     def samples(self) -> Path:

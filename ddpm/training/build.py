@@ -75,7 +75,15 @@ def build_train_step(
     table of `length` (default: steps) entries."""
     loss_fn = build_loss(loss, network, diffusion)  # first: it names the parameters network.*
     optimizer, lrs = build_optimizer(trainer, network, steps, length)
-    return TrainStep(loss_fn, optimizer, trainer.grad_clip, trainer.skip_nonfinite), lrs
+    step = TrainStep(
+        loss_fn,
+        optimizer,
+        trainer.grad_clip,
+        trainer.skip_nonfinite,
+        trainer.accumulate,
+        tuple(trainer.posthoc_ema),
+    )
+    return step, lrs
 
 
 def model_fingerprint(run: RunConfig, classes: list[str] | None = None) -> dict[str, Any]:
@@ -200,6 +208,11 @@ def build_trainer(
         *([cb.RankDigests(folder)] if world.size > 1 else []),
         cb.Evaluation(sampling, logging, build_evaluator(cfg.eval_n, dataset, k > 0), likelihood),
         cb.Summary(folder, logging, metrics, asdict(budget) if budget else None),
+        *(
+            [cb.PostHocEma(folder, cfg.posthoc_every, cfg.posthoc_max_mb)]
+            if cfg.posthoc_ema
+            else []
+        ),
         checkpoints,
     ]
     trainer = run["trainer"].entry(cfg, train_step, parts.batches(), run.top.seed, world, callbacks)

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from mindspore import nn
+from mindspore import Tensor, nn
+from mindspore import dtype as mstype
 
-from ddpm.config.errors import CheckpointError
+from ddpm.config.errors import CheckpointError, ConfigError
 from ddpm.config.run_folder import RunFolder
 from ddpm.data import ImageData, batch_stream
 from ddpm.data.images import make_grid, save_png, to_uint8
@@ -33,7 +34,7 @@ from ddpm.evaluation.evaluator import Evaluator
 from ddpm.evaluation.metrics import Metric
 from ddpm.runtime import atomic
 from ddpm.sampling.reverse_step import ReverseStep, p_sample_loop
-from ddpm.training import checkpoint
+from ddpm.training import checkpoint, phema
 from ddpm.training.logger import NullLogger, TensorBoardLogger
 from ddpm.training.step import TrainStep, load_ema
 
@@ -342,6 +343,45 @@ class Summary(Callback):
         if trainer.world.is_main:
             atomic.write_text(self.folder.summary, json.dumps(summary, indent=2))
         return {}
+
+
+class PostHocEma(Callback):
+    """The power-function EMAs of post-hoc EMA (ddpm.training.phema), updated after every
+    optimiser step, and their snapshots every `every` steps and at the end (rank 0)."""
+
+    def __init__(self, folder: RunFolder, every: int, max_mb: float) -> None:
+        self.folder, self.every, self.max_mb = folder, every, max_mb
+        self.updates: list[phema.PowerEmaUpdate] = []
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        step = trainer.train_step
+        size = sum(int(p.size) for p in step.weights)
+        count = (trainer.cfg.steps // self.every if self.every else 0) + 1
+        mb = count * phema.snapshot_bytes(size, step.posthoc_stds) / 2**20
+        if mb > self.max_mb:
+            raise ConfigError(
+                f"post-hoc EMA: {count} snapshots of {len(step.posthoc_stds)} EMAs of {size} "
+                f"parameters take {mb:.0f} MB, over trainer.posthoc_max_mb={self.max_mb:g}; "
+                "raise trainer.posthoc_every or the limit"
+            )
+        self.updates = [phema.PowerEmaUpdate(e, step.weights) for e in step.power_emas]
+
+    def on_step_end(self, trainer: Trainer, result: StepResult, bar: tqdm) -> None:
+        for std, update in zip(trainer.train_step.posthoc_stds, self.updates, strict=True):
+            update(Tensor(phema.power_beta(std, trainer.step), mstype.float32))
+        if trainer.cfg.due(self.every, trainer.step):
+            self._snapshot(trainer)
+
+    def on_fit_end(self, trainer: Trainer, values: dict[str, float]) -> dict[str, float]:
+        self._snapshot(trainer)
+        return {}
+
+    def _snapshot(self, trainer: Trainer) -> None:
+        if trainer.world.is_main:
+            step = trainer.train_step
+            phema.write_snapshot(
+                self.folder.posthoc, trainer.step, step.posthoc_stds, step.power_emas
+            )
 
 
 class Checkpoints(Callback):

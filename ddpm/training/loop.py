@@ -15,7 +15,7 @@ from mindspore import Tensor
 from mindspore import dtype as mstype
 from tqdm import tqdm
 
-from ddpm.config.errors import Interrupted, NonFiniteLoss
+from ddpm.config.errors import ConfigError, Interrupted, NonFiniteLoss
 from ddpm.config.registry import Registry
 from ddpm.data import ImageData, batch_stream
 from ddpm.diffusion.conditioning import drop_labels
@@ -25,7 +25,7 @@ from ddpm.runtime.signals import StopSignals
 from ddpm.training.callbacks import Callback, StepResult
 from ddpm.training.config import TrainerConfig
 from ddpm.training.lr_schedule import ema_decay
-from ddpm.training.step import TrainStep
+from ddpm.training.step import GradAccumulator, TrainStep
 
 TRAINERS = Registry("trainer")
 
@@ -69,6 +69,13 @@ class Trainer:
         self.world = world or World()
         self.callbacks = list(callbacks)
         self.local_batch = self.world.local_batch(cfg.batch_size)
+        if self.local_batch % train_step.accumulate:
+            raise ConfigError(
+                f"trainer.batch_size={cfg.batch_size} over {self.world.size} worker(s) gives "
+                f"{self.local_batch} a worker, which trainer.accumulate="
+                f"{train_step.accumulate} micro-batches must divide"
+            )
+        self.accumulator = GradAccumulator(train_step) if train_step.accumulate > 1 else None
         self.step = 0
         self.skipped = 0
         self.loop_start: float | None = None  # after this process's first (compiling) step
@@ -125,18 +132,24 @@ class Trainer:
         if self.batches.num_classes:
             labels = drop_labels(labels, self.batches.p_uncond, self.batches.num_classes, rng)
         decay = ema_decay(self.step, self.cfg.ema_decay, self.cfg.ema_warmup)
-        losses, grad_norm = self.train_step(
-            Tensor(x_start),
-            Tensor(t_in),
-            Tensor(noise),
-            Tensor(labels.astype(np.int32)),
-            Tensor(decay, mstype.float32),
-        )
-        result = StepResult(losses.asnumpy(), t, float(grad_norm.asnumpy()))
+        inputs = (x_start, t_in, noise, labels.astype(np.int32))
+        losses, grad_norm = self._update(inputs, Tensor(decay, mstype.float32))
+        result = StepResult(losses, t, float(grad_norm.asnumpy()))
         self.step += 1
         if not result.finite:
             self._non_finite(result)
         return result
+
+    def _update(self, inputs: tuple[np.ndarray, ...], decay: Tensor) -> tuple[np.ndarray, Tensor]:
+        """One optimiser step on the batch `inputs`, as trainer.accumulate micro-batches:
+        the accumulator takes all but the last, the train step the last and updates."""
+        if self.accumulator is None:
+            losses, grad_norm = self.train_step(*map(Tensor, inputs), decay)
+            return losses.asnumpy(), grad_norm
+        micro = list(zip(*(np.split(a, self.train_step.accumulate) for a in inputs), strict=True))
+        partial = [self.accumulator(*map(Tensor, m)).asnumpy() for m in micro[:-1]]
+        losses, grad_norm = self.train_step(*map(Tensor, micro[-1]), decay)
+        return np.concatenate([*partial, losses.asnumpy()]), grad_norm
 
     def _non_finite(self, result: StepResult) -> None:
         """Stop (the default) or count a skipped step; a bad step never reaches a checkpoint."""

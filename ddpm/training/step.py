@@ -8,6 +8,7 @@ from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 from ddpm.diffusion.gaussian import GaussianDiffusion, q_sample
 from ddpm.nn import kernels
 from ddpm.runtime.distributed import data_parallel
+from ddpm.training.phema import power_ema_buffers
 
 
 def _table(values: np.ndarray) -> Tensor:
@@ -67,12 +68,27 @@ def _per_example(column: Tensor) -> Tensor:
 
 _ema_update = ops.MultitypeFuncGraph("ema_update")
 _square_sum = ops.MultitypeFuncGraph("square_sum")
+_add_into = ops.MultitypeFuncGraph("add_into")
+_drain = ops.MultitypeFuncGraph("drain")
 
 
 @_ema_update.register("Tensor", "Tensor", "Tensor")
 def _ema_update_one(decay, ema, param):
     """theta_ema <- decay * theta_ema + (1 - decay) * theta."""
     return ops.assign(ema, ema * decay + param * (1.0 - decay))
+
+
+@_add_into.register("Tensor", "Tensor")
+def _add_into_one(accum, grad):
+    """accum <- accum + g: one micro-batch's gradient into the step's buffer."""
+    return ops.assign_add(accum, grad)
+
+
+@_drain.register("Number", "Tensor", "Tensor")
+def _drain_one(inv_k, accum, grad):
+    """(accum + g) / k, the mean over the step's k micro-batches; the buffer is zeroed."""
+    total = (accum + grad) * inv_k
+    return ops.depend(total, ops.assign(accum, ops.zeros_like(accum)))
 
 
 _dot = ops.MatMul(transpose_b=True)
@@ -103,6 +119,11 @@ def ema_name(name: str) -> str:
     return "ema." + name
 
 
+def accum_name(name: str) -> str:
+    """Checkpoint name of the gradient-accumulation buffer of the parameter `name`."""
+    return "accum." + name
+
+
 def load_ema(network: nn.Cell, params: dict) -> None:
     """Copy EMA weights (a name -> Parameter map, e.g. a loaded checkpoint) into `network`."""
     missing = [n for n, _ in network.parameters_and_names() if ema_name(n) not in params]
@@ -116,9 +137,12 @@ class TrainStep(nn.Cell):
     """One optimiser step: loss, gradients, global-norm clipping, Adam, EMA update.
 
     Holds every piece of training state as Parameters (network, `ema.*`, optimiser moments
-    and step), so one checkpoint of this cell is the full state. With the fused CPU kernels,
-    clipping, Adam and the EMA run as one op over all parameters (`kernels.adam_ema`); the
-    graph ops it replaces, about nine per parameter, took ~12% of a CPU train step. Otherwise
+    and step; with `accumulate` k > 1 also the `accum.*` gradient buffers that
+    GradAccumulator fills from micro-batches 1..k-1; with post-hoc EMA the `phema<i>.*`
+    power EMAs), so one checkpoint of this cell is the
+    full state. With the fused CPU kernels, clipping, Adam and the EMA run as one op over all
+    parameters (`kernels.adam_ema`); the graph ops it replaces, about nine per parameter,
+    took ~12% of a CPU train step. Otherwise
     per-parameter updates go through HyperMap: an unrolled Python loop makes graph
     compilation ~5x slower.
     """
@@ -129,9 +153,12 @@ class TrainStep(nn.Cell):
         optimizer: nn.Optimizer,
         grad_clip: float,
         skip_nonfinite: bool = False,
+        accumulate: int = 1,
+        posthoc_stds: tuple[float, ...] = (),
     ) -> None:
         super().__init__()
-        self.skip_nonfinite = skip_nonfinite
+        self.skip_nonfinite, self.accumulate = skip_nonfinite, int(accumulate)
+        self.posthoc_stds = tuple(float(s) for s in posthoc_stds)
         self.loss_fn, self.optimizer = loss_fn, optimizer
         self.weights = optimizer.parameters
         named = [(n, p) for n, p in loss_fn.network.parameters_and_names() if p.requires_grad]
@@ -142,6 +169,15 @@ class TrainStep(nn.Cell):
         self.ema = ParameterTuple(
             [Parameter(p.data.copy(), name=ema_name(n), requires_grad=False) for n, p in named]
         )
+        if self.accumulate > 1:
+            self.accum = ParameterTuple(
+                [
+                    Parameter(ops.zeros_like(p.data), name=accum_name(n), requires_grad=False)
+                    for n, p in named
+                ]
+            )
+        for i in range(len(self.posthoc_stds)):  # updated by callbacks.PostHocEma
+            setattr(self, f"phema{i}", power_ema_buffers(named, i))
         self.grad_clip = float(grad_clip)
         self.fused = _fusable(optimizer)
         if self.fused:
@@ -162,8 +198,11 @@ class TrainStep(nn.Cell):
         return per_example.mean(), per_example
 
     def gradients(self, x_start: Tensor, t: Tensor, noise: Tensor, y: Tensor):
-        """Per-example losses [B] and the gradients of their mean, averaged over workers."""
+        """Per-example losses [B] and the gradients of their mean, averaged over the step's
+        micro-batches and over workers."""
         (_, per_example), grads = self.grad_fn(x_start, t, noise, y)
+        if self.accumulate > 1:
+            grads = self.hyper_map(ops.partial(_drain, 1.0 / self.accumulate), self.accum, grads)
         if self.data_parallel:
             grads = self.grad_reducer(grads)
         return per_example, grads
@@ -186,6 +225,11 @@ class TrainStep(nn.Cell):
             self._update(grads, ema_decay)
         return per_example, grad_norm
 
+    @property
+    def power_emas(self) -> list[ParameterTuple]:
+        """The `phema<i>.*` copies of the weights, one per sigma_rel of posthoc_stds."""
+        return [getattr(self, f"phema{i}") for i in range(len(self.posthoc_stds))]
+
     def set_learning_rates(self, lrs: np.ndarray) -> None:
         """Replace the per-step LR table (same length: the compiled step keeps its graph)."""
         self.optimizer.learning_rate.learning_rate.set_data(Tensor(lrs))
@@ -201,3 +245,26 @@ class TrainStep(nn.Cell):
     def _update(self, grads, ema_decay):
         self.optimizer(grads)
         self.hyper_map(ops.partial(_ema_update, ema_decay), self.ema, self.weights)
+
+
+class GradAccumulator(nn.Cell):
+    """Micro-batches 1..k-1 of a TrainStep with `accumulate` k: adds the gradient of each
+    one's mean loss into the step's `accum.*` buffers and returns its per-example losses.
+    The step's own call on the last micro-batch takes the mean of the k and updates once,
+    so the optimiser, the LR schedule and the EMA advance once per k micro-batches."""
+
+    def __init__(self, step: TrainStep) -> None:
+        super().__init__(auto_prefix=False)  # shares the step's parameters under their names
+        if step.accumulate < 2:
+            raise ValueError("GradAccumulator needs a TrainStep with accumulate > 1")
+        self.loss_fn, self.accum = step.loss_fn, step.accum
+        self.hyper_map = ops.HyperMap()
+        self.grad_fn = ops.value_and_grad(self._mean_loss, None, step.weights, has_aux=True)
+
+    def _mean_loss(self, x_start, t, noise, y):
+        per_example = self.loss_fn(x_start, t, noise, y)
+        return per_example.mean(), per_example
+
+    def construct(self, x_start: Tensor, t: Tensor, noise: Tensor, y: Tensor) -> Tensor:
+        (_, per_example), grads = self.grad_fn(x_start, t, noise, y)
+        return ops.depend(per_example, self.hyper_map(_add_into, self.accum, grads))
