@@ -15,7 +15,6 @@ against sigma_rel). --no-eval only saves the reconstructions.
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 import ddpm  # noqa: F401  (sets oneDNN and OpenMP variables before MindSpore loads)
 
 # isort: split
+from ddpm.analysis.rows import mean_table, pyplot, write_csv
 from ddpm.analysis.stats import estimate
 from ddpm.cli import float_list, non_negative_int, positive_int, run_dir, run_tool
 from ddpm.config.errors import ConfigError
@@ -62,29 +62,15 @@ def summary_table(rows: list[dict[str, Any]], runs: int, n: int) -> str:
         f"Each value: the mean over {runs} run(s) of {n} samples each, +- the half-width of "
         f"its 95% t interval (none for one run). '{RUN_EMA}': the weights of trainer.ema_decay.",
         "",
-        "| sigma_rel | " + " | ".join(SHOWN) + " |",
-        "|" + "---|" * (len(SHOWN) + 1),
+        *mean_table(rows, "sigma_rel", SHOWN, "sigma_rel"),
     ]
-    for label in dict.fromkeys(r["sigma_rel"] for r in rows):
-        cells = [str(label)]
-        for m in SHOWN:
-            est = estimate([r[m] for r in rows if r["sigma_rel"] == label])
-            cells.append(
-                f"{est.mean:.4g}" + (f" +- {est.half_width:.2g}" if est.has_interval else "")
-            )
-        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> bool:
     """FD against sigma_rel (log axis), mean and 95% interval; the run's EMA as a line."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as err:
-        print(f"(no {path.name}: {err}; pip install -e .[plots])", file=sys.stderr)
+    plt = pyplot(path)
+    if plt is None:
         return False
     sigmas = sorted({r["sigma_rel"] for r in rows if r["sigma_rel"] != RUN_EMA})
     fd = [estimate([r["fd"] for r in rows if r["sigma_rel"] == s]) for s in sigmas]
@@ -128,10 +114,7 @@ def ema(args: argparse.Namespace) -> int:
     rows = [row for run in args.runs for row in score(run, args.sigma_rel, args)]
     if not rows:
         raise ConfigError("nothing to score")
-    with open(out / "posthoc_ema.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(rows, out / "posthoc_ema.csv")
     table = summary_table(rows, len(args.runs), args.n)
     (out / "posthoc_ema.md").write_text(table)
     written = [out / "posthoc_ema.md", out / "posthoc_ema.csv"]

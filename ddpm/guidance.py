@@ -13,7 +13,6 @@ and, with matplotlib, guidance.png: FD against conditional accuracy as w grows.
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import ddpm  # noqa: F401  (sets oneDNN and OpenMP variables before MindSpore loads)
 
 # isort: split
+from ddpm.analysis.rows import mean_table, pyplot, write_csv
 from ddpm.analysis.stats import estimate
 from ddpm.api import load_run
 from ddpm.cli import (
@@ -85,29 +85,15 @@ def summary_table(rows: list[dict[str, Any]], runs: int, n: int) -> str:
         "its 95% t interval (none for one run). Sampler at the last scale: "
         f"{rows[-1]['sampler']}.",
         "",
-        "| guidance w | " + " | ".join(SHOWN) + " |",
-        "|" + "---|" * (len(SHOWN) + 1),
+        *mean_table(sorted(rows, key=lambda r: r["guidance"]), "guidance", SHOWN, "guidance w"),
     ]
-    for w in sorted({r["guidance"] for r in rows}):
-        cells = [f"{w:g}"]
-        for m in SHOWN:
-            est = estimate([r[m] for r in rows if r["guidance"] == w])
-            cells.append(
-                f"{est.mean:.4g}" + (f" +- {est.half_width:.2g}" if est.has_interval else "")
-            )
-        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> bool:
     """FD (x) against conditional accuracy (y), mean and 95% intervals, one point per w."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as err:
-        print(f"(no {path.name}: {err}; pip install -e .[plots])", file=sys.stderr)
+    plt = pyplot(path)
+    if plt is None:
         return False
     ws = sorted({r["guidance"] for r in rows})
     fd = [estimate([r["fd"] for r in rows if r["guidance"] == w]) for w in ws]
@@ -133,10 +119,7 @@ def guidance(args: argparse.Namespace) -> int:
     out = args.out or args.runs[0].resolve().parent
     out.mkdir(parents=True, exist_ok=True)
     rows = [row for path in args.runs for row in score_run(path, args)]
-    with open(out / "guidance.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(rows, out / "guidance.csv")
     table = summary_table(rows, len(args.runs), args.n)
     (out / "guidance.md").write_text(table)
     written = [out / "guidance.md", out / "guidance.csv"]

@@ -2,6 +2,7 @@
 
 import dataclasses
 import inspect
+import re
 import shutil
 from dataclasses import MISSING
 from pathlib import Path
@@ -331,3 +332,16 @@ def test_a_step_count_under_the_default_time_budget_is_refused():
         check_overrides(cfg, ["block=convnext", "trainer.steps=2000"])
     check_overrides(cfg, ["trainer.steps=2000", "trainer.minutes=null"])  # no error
     check_overrides(cfg, ["trainer.lr=1e-3"])
+
+
+@pytest.mark.parametrize(
+    "overrides, refusal",
+    [
+        (["trainer.batch_size=10", "trainer.accumulate=4"], "into trainer.accumulate=4 equal"),
+        (["trainer.accumulate=0"], "trainer.accumulate=0: must be > 0"),
+        (["trainer.posthoc_ema=[0.05,0.5]"], "trainer.posthoc_ema"),
+    ],
+)
+def test_accumulation_and_posthoc_ema_keys_are_checked(overrides, refusal):
+    with pytest.raises(ConfigError, match=re.escape(refusal)):
+        resolve(compose_config(*overrides))

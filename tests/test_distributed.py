@@ -52,6 +52,7 @@ def test_averaged_gradient_is_the_mean_of_the_ranks_gradients(tmp_path):
         assert record["size"] == 2
         assert min(record["rank_gap"]) > 1e-4  # the two shards' gradients really differ
         assert record["max_diff"] < 1e-6  # and each rank applies exactly their mean
+        assert record["accumulated_max_diff"] < 1e-6  # also over accumulated micro-batches
 
 
 @pytest.mark.slow

@@ -32,6 +32,30 @@ def test_power_ema_matches_its_closed_form_on_a_scalar_sequence(sigma_rel):
     assert np.sqrt(weights @ (tau - mean) ** 2) == pytest.approx(sigma_rel, rel=0.02)
 
 
+def test_the_compiled_update_follows_the_recursion_on_every_parameter(graph_mode):
+    from mindspore import Parameter, ParameterTuple, Tensor
+
+    rng = np.random.default_rng(1)
+    weights = ParameterTuple(
+        [Parameter(Tensor(rng.standard_normal(s).astype(np.float32)), name=f"w{i}")
+         for i, s in enumerate([(3, 2), (5,)])]
+    )  # fmt: skip
+    emas = [phema.flat_copy(list(weights), i) for i in range(2)]
+    update = phema.PowerEmaUpdate(emas, weights)
+    expected = [e.asnumpy().astype(np.float64) for e in emas]
+    for t in range(1, 6):
+        for w in weights:
+            w.set_data(Tensor(rng.standard_normal(w.shape).astype(np.float32)))
+        betas = [phema.power_beta(s, t) for s in (0.05, 0.2)]
+        update(Tensor(np.array(betas, np.float32)))
+        theta = np.concatenate([w.asnumpy().ravel() for w in weights])
+        expected = [b * e + (1 - b) * theta for b, e in zip(betas, expected, strict=True)]
+    for e, want in zip(emas, expected, strict=True):
+        np.testing.assert_allclose(e.asnumpy(), want, rtol=1e-5, atol=1e-6)
+    layout = [(w.name, tuple(w.shape)) for w in weights]
+    assert phema.unflatten(emas[0].asnumpy(), layout)["w0"].shape == (3, 2)
+
+
 def test_solved_coefficients_reproduce_a_tracked_profile_exactly():
     steps, stds = [100, 100, 200, 200], [0.05, 0.1, 0.05, 0.1]
     x = phema.solve_coefficients(steps, stds, 200, [0.1, 0.07])
@@ -73,3 +97,19 @@ def test_missing_snapshots_say_how_to_write_them(tmp_path):
 
     with pytest.raises(CheckpointError, match="trainer.posthoc_ema="):
         phema.read_snapshots(tmp_path)
+
+
+@pytest.mark.slow
+def test_ema_cli_scores_each_sigma_rel_beside_the_runs_ema(flow_run, feature_cache, tmp_path):
+    import os
+
+    from tests.test_cli import cli
+
+    env = {**os.environ, "DDPM_CACHE": str(feature_cache)}
+    args = [str(flow_run.path), "--sigma-rel", "0.04,0.2", "--n", "40", "--out", str(tmp_path)]
+    proc = cli("-m", "ddpm.ema", *args, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = (tmp_path / "posthoc_ema.md").read_text()
+    assert "| 0.04 |" in table and "| 0.2 |" in table and "| run EMA |" in table
+    assert (tmp_path / "posthoc_ema.png").is_file()
+    assert (flow_run.path / "posthoc" / "ema_sigma0.040.ckpt").is_file()

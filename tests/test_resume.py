@@ -137,25 +137,31 @@ def test_sigterm_then_resume_matches_an_uninterrupted_run(uninterrupted, tmp_pat
 
 
 @pytest.mark.slow
-def test_sigterm_during_accumulation_then_resume_is_exact(tmp_path):
+def test_sigterm_during_accumulation_then_resume_is_exact_snapshots_included(tmp_path):
     """With trainer.accumulate=4 a signal lands inside a step's micro-batches far more
     often than between steps; the step finishes, and the resumed run is bitwise the
-    uninterrupted one."""
-    accumulate = ["trainer.accumulate=4"]
-    full = tmp_path / "full"
-    assert cli("-m", "ddpm.run", *LONG, f"hydra.run.dir={full}", *accumulate).returncode == 0
-    proc = start(tmp_path / "cut", *accumulate)
+    uninterrupted one: weights, power EMAs and every post-hoc EMA snapshot."""
+    extra = ["trainer.accumulate=4", "trainer.posthoc_ema=[0.05,0.1]", "trainer.posthoc_every=10"]
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert cli("-m", "ddpm.run", *LONG, f"hydra.run.dir={full}", *extra).returncode == 0
+    proc = start(cut, *extra)
     wait_for_training(proc, 5)
     proc.send_signal(signal.SIGTERM)
     out = proc.communicate(timeout=300)[0]
     assert proc.returncode == 128 + signal.SIGTERM, out[-2000:]
-    resumed = cli("-m", "ddpm.run", *LONG, f"hydra.run.dir={tmp_path / 'cut'}", *accumulate,
-                  "trainer.resume=latest")  # fmt: skip
+    resumed = cli("-m", "ddpm.run", *LONG, f"hydra.run.dir={cut}", *extra, "trainer.resume=latest")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     expected = final_weights(full)
-    assert any(name.startswith("accum.") for name in expected)
-    for name, value in final_weights(tmp_path / "cut").items():
+    assert any(n.startswith("accum.") for n in expected)
+    assert "phema1" in expected
+    for name, value in final_weights(cut).items():
         np.testing.assert_array_equal(value, expected[name], err_msg=name)
+    snapshots = sorted(p.name for p in (full / "posthoc").glob("phema_*.npz"))
+    assert len(snapshots) == TOTAL // 10
+    for name in snapshots:
+        with np.load(full / "posthoc" / name) as a, np.load(cut / "posthoc" / name) as b:
+            for key in a.files:
+                np.testing.assert_array_equal(a[key], b[key], err_msg=f"{name}: {key}")
 
 
 @pytest.mark.slow

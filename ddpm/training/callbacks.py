@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from mindspore import Tensor, nn
-from mindspore import dtype as mstype
 
 from ddpm.config.errors import CheckpointError, ConfigError
 from ddpm.config.run_folder import RunFolder
@@ -351,7 +350,7 @@ class PostHocEma(Callback):
 
     def __init__(self, folder: RunFolder, every: int, max_mb: float) -> None:
         self.folder, self.every, self.max_mb = folder, every, max_mb
-        self.updates: list[phema.PowerEmaUpdate] = []
+        self.update: phema.PowerEmaUpdate | None = None
 
     def on_fit_start(self, trainer: Trainer) -> None:
         step = trainer.train_step
@@ -364,11 +363,11 @@ class PostHocEma(Callback):
                 f"parameters take {mb:.0f} MB, over trainer.posthoc_max_mb={self.max_mb:g}; "
                 "raise trainer.posthoc_every or the limit"
             )
-        self.updates = [phema.PowerEmaUpdate(e, step.weights) for e in step.power_emas]
+        self.update = phema.PowerEmaUpdate(step.power_emas, step.weights)
 
     def on_step_end(self, trainer: Trainer, result: StepResult, bar: tqdm) -> None:
-        for std, update in zip(trainer.train_step.posthoc_stds, self.updates, strict=True):
-            update(Tensor(phema.power_beta(std, trainer.step), mstype.float32))
+        betas = [phema.power_beta(s, trainer.step) for s in trainer.train_step.posthoc_stds]
+        self.update(Tensor(np.array(betas, np.float32)))
         if trainer.cfg.due(self.every, trainer.step):
             self._snapshot(trainer)
 
@@ -380,7 +379,11 @@ class PostHocEma(Callback):
         if trainer.world.is_main:
             step = trainer.train_step
             phema.write_snapshot(
-                self.folder.posthoc, trainer.step, step.posthoc_stds, step.power_emas
+                self.folder.posthoc,
+                trainer.step,
+                step.posthoc_stds,
+                step.power_emas,
+                step.posthoc_layout,
             )
 
 

@@ -79,45 +79,65 @@ def solve_coefficients(
     return x / x.sum(axis=0, keepdims=True)
 
 
-_lerp = ops.MultitypeFuncGraph("lerp")
-
-
-@_lerp.register("Tensor", "Tensor", "Tensor")
-def _lerp_one(beta, ema, param):
-    """ema <- beta ema + (1 - beta) theta."""
-    return ops.assign(ema, ema * beta + param * (1.0 - beta))
-
-
 def phema_name(index: int, name: str) -> str:
-    """Checkpoint name of power EMA `index`'s copy of the network parameter `name`."""
+    """Snapshot name of power EMA `index`'s copy of the network parameter `name`."""
     return f"phema{index}.{name}"
 
 
-def power_ema_buffers(named: Sequence[tuple[str, Parameter]], index: int) -> ParameterTuple:
-    """A copy of the network's trainable parameters for power EMA `index`."""
-    return ParameterTuple(
-        [Parameter(p.data.copy(), name=phema_name(index, n), requires_grad=False) for n, p in named]
-    )
+def flat_copy(params: Sequence[Parameter], index: int) -> Parameter:
+    """Power EMA `index`: one flat float32 Parameter `phema<index>` over `params`, in order."""
+    flat = np.concatenate([p.asnumpy().ravel() for p in params]).astype(np.float32)
+    return Parameter(Tensor(flat), name=f"phema{index}", requires_grad=False)
+
+
+_flat = ops.MultitypeFuncGraph("flat")
+
+
+@_flat.register("Tensor")
+def _flat_one(x):
+    return ops.reshape(x, (-1,))
 
 
 class PowerEmaUpdate(nn.Cell):
-    """One compiled update of one power EMA over all parameters: ema <- lerp(ema, theta)."""
+    """Every tracked power EMA in one compiled call: ema_i <- beta_i ema_i + (1 - beta_i)
+    theta, on the flat concatenation of the weights (a few ops, whatever their count)."""
 
-    def __init__(self, ema: ParameterTuple, weights: ParameterTuple) -> None:
+    def __init__(self, emas: Sequence[Parameter], weights: ParameterTuple) -> None:
         super().__init__(auto_prefix=False)  # shares the step's parameters under their names
-        self.ema, self.weights = ema, weights
-        self.hyper_map = ops.HyperMap()
+        self.emas, self.weights = ParameterTuple(list(emas)), weights
+        self.flatten = ops.HyperMap()
 
-    def construct(self, beta: Tensor) -> Tensor:
-        return ops.depend(beta, self.hyper_map(ops.partial(_lerp, beta), self.ema, self.weights))
+    def construct(self, betas: Tensor) -> Tensor:
+        theta = ops.concat(self.flatten(_flat, self.weights))
+        for i, ema in enumerate(self.emas):
+            ops.assign(ema, ema * betas[i] + theta * (1.0 - betas[i]))
+        return betas
+
+
+def unflatten(flat: np.ndarray, layout: Sequence[tuple[str, tuple[int, ...]]]) -> dict:
+    """{name: array} of a flat copy laid out as `layout` [(name, shape)]."""
+    out, start = {}, 0
+    for name, shape in layout:
+        size = int(np.prod(shape))
+        out[name] = flat[start : start + size].reshape(shape)
+        start += size
+    return out
 
 
 def write_snapshot(
-    folder: Path, step: int, stds: Sequence[float], emas: Sequence[ParameterTuple]
+    folder: Path,
+    step: int,
+    stds: Sequence[float],
+    emas: Sequence[Parameter],
+    layout: Sequence[tuple[str, tuple[int, ...]]],
 ) -> Path:
-    """folder/phema_<step>.npz, atomically: every tracked EMA's weights at `step`."""
-    folder.mkdir(parents=True, exist_ok=True)
-    arrays = {p.name: p.asnumpy() for ema in emas for p in ema}
+    """folder/phema_<step>.npz, atomically: every tracked EMA's weights at `step`, by
+    parameter name (phema<i>.<name>)."""
+    arrays = {
+        phema_name(i, n): v
+        for i, ema in enumerate(emas)
+        for n, v in unflatten(ema.asnumpy(), layout).items()
+    }
     meta = json.dumps({"step": step, "sigma_rels": list(map(float, stds))})
     path = folder / SNAPSHOT.format(step=step)
 

@@ -8,7 +8,7 @@ from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 from ddpm.diffusion.gaussian import GaussianDiffusion, q_sample
 from ddpm.nn import kernels
 from ddpm.runtime.distributed import data_parallel
-from ddpm.training.phema import power_ema_buffers
+from ddpm.training.phema import flat_copy
 
 
 def _table(values: np.ndarray) -> Tensor:
@@ -137,12 +137,11 @@ class TrainStep(nn.Cell):
     """One optimiser step: loss, gradients, global-norm clipping, Adam, EMA update.
 
     Holds every piece of training state as Parameters (network, `ema.*`, optimiser moments
-    and step; with `accumulate` k > 1 also the `accum.*` gradient buffers that
-    GradAccumulator fills from micro-batches 1..k-1; with post-hoc EMA the `phema<i>.*`
-    power EMAs), so one checkpoint of this cell is the
-    full state. With the fused CPU kernels, clipping, Adam and the EMA run as one op over all
-    parameters (`kernels.adam_ema`); the graph ops it replaces, about nine per parameter,
-    took ~12% of a CPU train step. Otherwise
+    and step; with `accumulate` k > 1 the `accum.*` gradient buffers that GradAccumulator
+    fills from micro-batches 1..k-1; with post-hoc EMA the flat `phema<i>` power EMAs), so
+    one checkpoint of this cell is the full state. With the fused CPU kernels, clipping,
+    Adam and the EMA run as one op over all parameters (`kernels.adam_ema`); the graph ops
+    it replaces, about nine per parameter, took ~12% of a CPU train step. Otherwise
     per-parameter updates go through HyperMap: an unrolled Python loop makes graph
     compilation ~5x slower.
     """
@@ -176,8 +175,9 @@ class TrainStep(nn.Cell):
                     for n, p in named
                 ]
             )
+        self.posthoc_layout = [(n, tuple(p.shape)) for n, p in named]
         for i in range(len(self.posthoc_stds)):  # updated by callbacks.PostHocEma
-            setattr(self, f"phema{i}", power_ema_buffers(named, i))
+            setattr(self, f"phema{i}", flat_copy([p for _, p in named], i))
         self.grad_clip = float(grad_clip)
         self.fused = _fusable(optimizer)
         if self.fused:
@@ -226,8 +226,9 @@ class TrainStep(nn.Cell):
         return per_example, grad_norm
 
     @property
-    def power_emas(self) -> list[ParameterTuple]:
-        """The `phema<i>.*` copies of the weights, one per sigma_rel of posthoc_stds."""
+    def power_emas(self) -> list[Parameter]:
+        """The flat `phema<i>` copies of the weights (posthoc_layout), one per sigma_rel of
+        posthoc_stds."""
         return [getattr(self, f"phema{i}") for i in range(len(self.posthoc_stds))]
 
     def set_learning_rates(self, lrs: np.ndarray) -> None:

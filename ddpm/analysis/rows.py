@@ -1,0 +1,48 @@
+"""Rows of metrics over seeds (one per run and setting), as the scoring tools write them:
+the CSV, the Markdown table of means and 95% t half-widths, and the plotting backend."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+from typing import Any
+
+from ddpm.analysis.stats import estimate
+
+Row = dict[str, Any]
+
+
+def write_csv(rows: list[Row], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def mean_table(rows: list[Row], key: str, metrics: tuple[str, ...], title: str) -> list[str]:
+    """A Markdown table, a line per value of `key` (in order of appearance): each metric's
+    mean over the rows with that value, +- its 95% t half-width (none for one row)."""
+    lines = [f"| {title} | " + " | ".join(metrics) + " |", "|" + "---|" * (len(metrics) + 1)]
+    for value in dict.fromkeys(r[key] for r in rows):
+        cells = [f"{value:g}" if isinstance(value, float) else str(value)]
+        for m in metrics:
+            est = estimate([r[m] for r in rows if r[key] == value])
+            cells.append(
+                f"{est.mean:.4g}" + (f" +- {est.half_width:.2g}" if est.has_interval else "")
+            )
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def pyplot(path: Path):
+    """matplotlib.pyplot on a file backend, or None (with a note naming `path`) without it."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as err:
+        print(f"(no {path.name}: {err}; pip install -e .[plots])", file=sys.stderr)
+        return None
+    return plt
