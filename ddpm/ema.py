@@ -23,7 +23,7 @@ from typing import Any
 import ddpm  # noqa: F401  (sets oneDNN and OpenMP variables before MindSpore loads)
 
 # isort: split
-from ddpm.analysis.rows import mean_table, pyplot, write_csv
+from ddpm.analysis.rows import mean_table, pyplot, write_outputs
 from ddpm.analysis.stats import estimate
 from ddpm.cli import float_list, non_negative_int, positive_int, run_dir, run_tool
 from ddpm.config.errors import ConfigError
@@ -114,12 +114,7 @@ def ema(args: argparse.Namespace) -> int:
     rows = [row for run in args.runs for row in score(run, args.sigma_rel, args)]
     if not rows:
         raise ConfigError("nothing to score")
-    write_csv(rows, out / "posthoc_ema.csv")
-    table = summary_table(rows, len(args.runs), args.n)
-    (out / "posthoc_ema.md").write_text(table)
-    written = [out / "posthoc_ema.md", out / "posthoc_ema.csv"]
-    written += [out / "posthoc_ema.png"] if plot(rows, out / "posthoc_ema.png") else []
-    print(table + "\nwritten: " + ", ".join(map(str, written)))
+    write_outputs(rows, out, "posthoc_ema", summary_table(rows, len(args.runs), args.n), plot)
     return 0
 
 

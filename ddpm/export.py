@@ -12,7 +12,6 @@ and do not travel.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -29,8 +28,8 @@ from ddpm.cli import (
     sampler_flags,
 )
 from ddpm.config.run_folder import RunFolder
-from ddpm.nn import kernels
 from ddpm.sampling.export import export_sampler
+from ddpm.sampling.loading import latest_checkpoint, load_model
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -51,9 +50,9 @@ def export(args: argparse.Namespace) -> int:
     run = load_run(args.run_dir, args.checkpoint)
     sampler = run.sampler(args.sampler, **sampler_flags(args))
     out = args.out or RunFolder(args.run_dir).root / "export"
-    os.environ[kernels.DISABLE[0]] = kernels.DISABLE[1]  # built-in operators in the graphs
-    written = export_sampler(run.model, sampler, (args.batch, *run.image_shape), out)
-    print(f"exported step {run.step} ({sampler.name}, batch {args.batch}) -> {out}:")
+    model = load_model(run.config, args.checkpoint or latest_checkpoint(run.path), portable=True)
+    written = export_sampler(model, sampler, (args.batch, *run.image_shape), out)
+    print(f"exported step {model.step} ({sampler.name}, batch {args.batch}) -> {out}:")
     print("\n".join(f"  {p.name}" for p in written))
     return 0
 

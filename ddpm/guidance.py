@@ -20,7 +20,7 @@ from typing import Any
 import ddpm  # noqa: F401  (sets oneDNN and OpenMP variables before MindSpore loads)
 
 # isort: split
-from ddpm.analysis.rows import mean_table, pyplot, write_csv
+from ddpm.analysis.rows import mean_table, pyplot, write_outputs
 from ddpm.analysis.stats import estimate
 from ddpm.api import load_run
 from ddpm.cli import (
@@ -119,12 +119,7 @@ def guidance(args: argparse.Namespace) -> int:
     out = args.out or args.runs[0].resolve().parent
     out.mkdir(parents=True, exist_ok=True)
     rows = [row for path in args.runs for row in score_run(path, args)]
-    write_csv(rows, out / "guidance.csv")
-    table = summary_table(rows, len(args.runs), args.n)
-    (out / "guidance.md").write_text(table)
-    written = [out / "guidance.md", out / "guidance.csv"]
-    written += [out / "guidance.png"] if plot(rows, out / "guidance.png") else []
-    print(table + "\nwritten: " + ", ".join(map(str, written)))
+    write_outputs(rows, out, "guidance", summary_table(rows, len(args.runs), args.n), plot)
     return 0
 
 

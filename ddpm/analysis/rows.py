@@ -35,6 +35,16 @@ def mean_table(rows: list[Row], key: str, metrics: tuple[str, ...], title: str) 
     return lines
 
 
+def write_outputs(rows: list[Row], out: Path, stem: str, table: str, plot) -> None:
+    """out/<stem>.csv, .md (`table`) and, where `plot(rows, path)` can draw it, .png; prints
+    the table and the files written."""
+    write_csv(rows, out / f"{stem}.csv")
+    (out / f"{stem}.md").write_text(table)
+    written = [out / f"{stem}.md", out / f"{stem}.csv"]
+    written += [out / f"{stem}.png"] if plot(rows, out / f"{stem}.png") else []
+    print(table + "\nwritten: " + ", ".join(map(str, written)))
+
+
 def pyplot(path: Path):
     """matplotlib.pyplot on a file backend, or None (with a note naming `path`) without it."""
     try:

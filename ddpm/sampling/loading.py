@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,10 +34,12 @@ def latest_checkpoint(run_dir: Path) -> Path:
     return found
 
 
-def load_model(run: RunConfig, ckpt: Path) -> SavedModel:
+def load_model(run: RunConfig, ckpt: Path, portable: bool = False) -> SavedModel:
     """The EMA network of checkpoint `ckpt` of a run with the resolved config `run`,
-    compiled in graph mode for sampling."""
-    configure_runtime(run.runtime, mode="graph")
+    compiled in graph mode for sampling; `portable`: with MindSpore's built-in operators,
+    not the fused kernels compiled for this machine (for an export)."""
+    runtime = dataclasses.replace(run.runtime, cpu_kernels=False) if portable else run.runtime
+    configure_runtime(runtime, mode="graph")
     params, meta = checkpoint.load(ckpt)
     classes = meta.get("fingerprint", {}).get("classes")  # saved by a conditional run
     diffusion, network = denoiser(run, classes)

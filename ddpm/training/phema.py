@@ -9,6 +9,7 @@ relative to t. Steps are optimiser steps (EDM2 counts images; only the unit diff
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Sequence
@@ -41,16 +42,22 @@ def std_to_exp(sigma_rel: np.ndarray | float) -> np.ndarray:
     return np.array(roots, np.float64).reshape(s.shape)
 
 
+@functools.cache
+def exponent(sigma_rel: float) -> float:
+    """std_to_exp of one sigma_rel, solved once (the training loop asks every step)."""
+    return float(std_to_exp(sigma_rel))
+
+
 def power_beta(sigma_rel: float, step: int) -> float:
     """The EMA's decay at optimiser step t >= 1 (eq. 127): (1 - 1/t)^(gamma + 1); at t = 1
     it is 0, so the average starts at theta_1."""
-    return float((1.0 - 1.0 / step) ** (std_to_exp(sigma_rel) + 1.0))
+    return (1.0 - 1.0 / step) ** (exponent(sigma_rel) + 1.0)
 
 
 def closed_form_weights(sigma_rel: float, step: int) -> np.ndarray:
     """The weights [t] on theta_1..theta_t that the recursion of power_beta gives:
     (tau^(g+1) - (tau-1)^(g+1)) / t^(g+1)."""
-    g1 = std_to_exp(sigma_rel) + 1.0
+    g1 = exponent(sigma_rel) + 1.0
     tau = np.arange(1, step + 1, dtype=np.float64)
     return (tau**g1 - (tau - 1) ** g1) / float(step) ** g1
 

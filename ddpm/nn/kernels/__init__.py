@@ -29,10 +29,9 @@ from ddpm.nn.kernels.layers import (
     GroupNorm,
     Softmax,
 )
-from ddpm.nn.kernels.ops import DISABLE, active, adam_ema, use
+from ddpm.nn.kernels.ops import active, adam_ema, use
 
 __all__ = [
-    "DISABLE",
     "GELU",
     "ChannelLayerNorm",
     "Conv2d",

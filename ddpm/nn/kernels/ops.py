@@ -16,9 +16,6 @@ from ddpm.nn.kernels.build import library
 _requested = True
 
 
-DISABLE = ("DDPM_CPU_KERNELS", "0")  # the environment setting that keeps the kernels off
-
-
 def use(enabled: bool) -> None:
     """Turn the fused kernels on or off for networks built after this call (the config's
     runtime.cpu_kernels); DDPM_CPU_KERNELS=0 in the environment keeps them off either way."""
@@ -28,7 +25,7 @@ def use(enabled: bool) -> None:
 
 def active() -> bool:
     """Whether networks built now get the fused kernels."""
-    if not _requested or os.environ.get(DISABLE[0], "1") == DISABLE[1]:
+    if not _requested or os.environ.get("DDPM_CPU_KERNELS", "1") == "0":
         return False
     return ms.get_context("device_target") == "CPU" and library() is not None
 
