@@ -109,6 +109,10 @@ _SAMPLER_FLAGS: dict[str, dict] = {
     "steps": {"type": positive_int, "help": "timesteps visited (at most T)"},
     "eta": {"type": non_negative_float, "help": "DDIM eta (0 = deterministic)"},
     "order": {"type": positive_int, "help": "DPM-Solver++ order (1 or 2)"},
+    "variance": {
+        "choices": ["small", "large"],
+        "help": "the DDPM sampler's fixed sigma^2: beta~_t or beta_t (a learned one is used as is)",
+    },
     "guidance": {
         "type": non_negative_float,
         "help": "classifier-free guidance w of a conditional model: 0 unconditional, 1 conditional",

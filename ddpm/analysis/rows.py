@@ -13,6 +13,33 @@ from ddpm.analysis.stats import estimate
 Row = dict[str, Any]
 
 
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV file; none when it does not exist yet."""
+    if not path.is_file():
+        return []
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def append_csv(path: Path, row: Row, fields: list[str]) -> None:
+    """Append one row, writing the header first into a new file: a study that stops keeps
+    every row it scored."""
+    new = not path.is_file()
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fields)
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def format_estimate(values: list[float], digits: int) -> str:
+    """'mean ± half-width' of the 95% t interval over seeds, or 'mean (1 seed)'."""
+    est = estimate(values)
+    if not est.has_interval:
+        return f"{est.mean:.{digits}f} ({est.n} seed)"
+    return f"{est.mean:.{digits}f} ± {est.half_width:.{digits}f}"
+
+
 def write_csv(rows: list[Row], path: Path) -> None:
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))

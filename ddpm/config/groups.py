@@ -25,6 +25,7 @@ from ddpm.diffusion.objectives import OBJECTIVES
 from ddpm.diffusion.ode_samplers import check_sampler
 from ddpm.diffusion.samplers import SAMPLERS
 from ddpm.diffusion.schedules import SCHEDULES
+from ddpm.diffusion.variance import VARIANCES
 from ddpm.evaluation.metrics import METRICS
 from ddpm.nn import ATTENTIONS, BLOCKS
 from ddpm.nn.unet import MODELS
@@ -38,6 +39,7 @@ GROUPS: dict[str, Registry] = {
     "formulation": FORMULATIONS,
     "schedule": SCHEDULES,
     "objective": OBJECTIVES,
+    "variance": VARIANCES,
     "block": BLOCKS,
     "attention": ATTENTIONS,
     "loss": LOSSES,
@@ -123,12 +125,18 @@ def resolve(cfg: DictConfig) -> RunConfig:
 
 def check_formulation(options: dict[str, Option], trainer: TrainerConfig) -> None:
     """What a continuous formulation (edm, flow) refuses: DDPM's samplers, the p2 and
-    min-SNR loss weights (it weights by its own lambda) and the bits/dim bound."""
+    min-SNR loss weights (it weights by its own lambda), a learned reverse variance and the
+    bits/dim bound."""
     formulation = options["formulation"]
     built = formulation()
     check_sampler(built, options["sampler"], formulation.name)
     if built is None:  # DDPM
         return
+    if options["variance"]() is not None:
+        raise ConfigError(
+            f"variance={options['variance'].name} is DDPM's reverse variance; "
+            f"formulation={formulation.name} has none to learn: use variance=fixed"
+        )
     loss = options["loss"].shared
     if loss.p2_gamma or loss.min_snr_gamma is not None:
         raise ConfigError(
@@ -157,7 +165,7 @@ def saved_conditioning(cfg: DictConfig) -> Option:
 
 
 LENGTH_KEYS = ("trainer.steps", "trainer.epochs")
-DDPM_ONLY = ("schedule", "objective")  # groups that only formulation=ddpm uses
+DDPM_ONLY = ("schedule", "objective", "variance")  # groups that only formulation=ddpm uses
 
 
 DDPM_RECIPE = "experiment=quick_ddpm"  # the default recipe's DDPM twin
@@ -165,8 +173,8 @@ DDPM_RECIPE = "experiment=quick_ddpm"  # the default recipe's DDPM twin
 
 def asks_for_ddpm(overrides: list[str]) -> bool:
     """The default recipe is flow matching, which has no schedule or objective. A command
-    line that gives no experiment and sets formulation=ddpm, or sets the schedule or the
-    objective and no formulation, asks for DDPM: ddpm.run adds DDPM_RECIPE, so
+    line that gives no experiment and sets formulation=ddpm, or sets the schedule, the
+    objective or the variance and no formulation, asks for DDPM: ddpm.run adds DDPM_RECIPE, so
     `schedule=cosine block=resnet` trains DDPM."""
     given = dict(o.lstrip("+~").split("=", 1) for o in overrides if "=" in o)
     keys = {k.split(".")[0] for k in given}
@@ -180,15 +188,16 @@ def asks_for_ddpm(overrides: list[str]) -> bool:
 def check_overrides(cfg: DictConfig, overrides: list[str]) -> None:
     """trainer.minutes decides the run's length over steps and epochs, so overrides that set
     either of those while minutes is on (the default recipe's budget) are an error. So are
-    overrides of the schedule and objective groups under a continuous formulation, which
-    does not use them."""
+    overrides of the schedule, objective and variance groups under a continuous
+    formulation, which does not use them."""
     keys = [o.split("=", 1)[0].lstrip("+") for o in overrides]
     unused = [o for o, key in zip(overrides, keys, strict=True) if key.split(".")[0] in DDPM_ONLY]
     formulation = FORMULATIONS.resolve(section(cfg, "formulation")) if unused else None
     if formulation is not None and formulation() is not None:
         raise ConfigError(
-            f"{unused[0]}: formulation={formulation.name} does not use the schedule or "
-            "objective groups (they define DDPM's forward process and target)"
+            f"{unused[0]}: formulation={formulation.name} does not use the schedule, "
+            "objective or variance groups (they define DDPM's forward process, target and "
+            "reverse variance)"
         )
     given = [o for o, key in zip(overrides, keys, strict=True) if key in LENGTH_KEYS]
     if given and cfg.trainer.get("minutes") is not None and "trainer.minutes" not in keys:

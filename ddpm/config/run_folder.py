@@ -36,6 +36,7 @@ FAILED = "FAILED"
 ADDED_KEYS = {
     "conditioning": {"name": "none"},
     "formulation": {"name": "ddpm"},
+    "variance": {"name": "fixed"},
     "sampler.guidance": 1.0,
     "sampler.guidance_interval": [0.0, 1.0],
     "model.patch_size": 1,

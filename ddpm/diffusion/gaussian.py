@@ -39,6 +39,8 @@ class GaussianDiffusion:
     # A continuous formulation (ddpm.diffusion.formulations) that trains and samples in
     # place of the betas and objective; None: DDPM.
     formulation: Any = None
+    # A learned reverse variance (ddpm.diffusion.variance.LearnedRange); None: fixed.
+    variance: Any = None
 
     def __post_init__(self) -> None:
         self.objective.check(self.alphas_cumprod)

@@ -6,51 +6,64 @@
     L_0     = -log p(x_0 | x_1), a Gaussian discretised to 256 bins (sec. 3.3)
 
 The model's reverse mean comes from its clipped x_0 prediction through the posterior
-mean (eq. 7); its variance is fixed, sigma_t^2 = beta_t ("large") or beta~_t ("small").
-Log variances follow improved-diffusion: beta~_1 = 0 is replaced by beta~_2, and the
-"large" table starts with beta~_2 too. Everything is float64 numpy, per example [B].
+mean (eq. 7); its variance is fixed, sigma_t^2 = beta_t ("large") or beta~_t ("small"),
+or learned (ddpm.diffusion.variance), one per pixel. Log variances follow
+improved-diffusion: beta~_1 = 0 is replaced by beta~_2, and the "large" table starts with
+beta~_2 too. Everything is float64 numpy, per example [B]. The elementwise terms take an
+array namespace `xp`: numpy, or mindspore.ops inside the compiled hybrid loss.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
 from ddpm.config.registry import ConfigError
 from ddpm.diffusion.gaussian import GaussianDiffusion
 
-_LN2 = np.log(2.0)
+_LN2 = math.log(2.0)
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 
-def normal_kl(mean1, logvar1, mean2, logvar2):
+def normal_kl(mean1, logvar1, mean2, logvar2, xp=np):
     """KL(N(mean1, e^logvar1) || N(mean2, e^logvar2)), elementwise, in nats."""
-    ratio = np.exp(logvar1 - logvar2)
-    return 0.5 * (-1.0 + logvar2 - logvar1 + ratio + (mean1 - mean2) ** 2 * np.exp(-logvar2))
+    ratio = xp.exp(logvar1 - logvar2)
+    return 0.5 * (-1.0 + logvar2 - logvar1 + ratio + (mean1 - mean2) ** 2 * xp.exp(-logvar2))
 
 
-def approx_standard_normal_cdf(x):
+def approx_standard_normal_cdf(x, xp=np):
     """Phi(x) by the tanh approximation (Page 1977) that improved-diffusion uses."""
-    return 0.5 * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)))
+    return 0.5 * (1.0 + xp.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x**3)))
 
 
-def discretized_gaussian_log_likelihood(x, mean, log_scale):
+def discretized_gaussian_log_likelihood(x, mean, log_scale, xp=np):
     """log P(x) of N(mean, e^(2 log_scale)) integrated over x's 8-bit bin of width 2/255.
 
     x is in [-1, 1] on the 256-level grid; the outermost bins reach to -inf and +inf, so
     the 256 probabilities sum to one.
     """
-    inv_std = np.exp(-log_scale)
-    cdf_plus = approx_standard_normal_cdf(inv_std * (x - mean + 1.0 / 255.0))
-    cdf_min = approx_standard_normal_cdf(inv_std * (x - mean - 1.0 / 255.0))
+    inv_std = xp.exp(-log_scale)
+    cdf_plus = approx_standard_normal_cdf(inv_std * (x - mean + 1.0 / 255.0), xp)
+    cdf_min = approx_standard_normal_cdf(inv_std * (x - mean - 1.0 / 255.0), xp)
     tiny = 1e-12
-    return np.where(
+    return xp.where(
         x < -0.999,
-        np.log(np.maximum(cdf_plus, tiny)),
-        np.where(
+        xp.log(xp.maximum(cdf_plus, tiny)),
+        xp.where(
             x > 0.999,
-            np.log(np.maximum(1.0 - cdf_min, tiny)),
-            np.log(np.maximum(cdf_plus - cdf_min, tiny)),
+            xp.log(xp.maximum(1.0 - cdf_min, tiny)),
+            xp.log(xp.maximum(cdf_plus - cdf_min, tiny)),
         ),
     )
+
+
+def kl_and_decoder_nll(x_start, true_mean, true_log_var, model_mean, model_log_var, xp=np):
+    """Both candidates for L_{t-1} elementwise, in nats: the KL of eq. 5 (t > 0) and the
+    decoder's -log p(x_0 | x_1) (t = 0, where model_mean is the mean of p(x_0 | x_1))."""
+    kl = normal_kl(true_mean, true_log_var, model_mean, model_log_var, xp)
+    nll = -discretized_gaussian_log_likelihood(x_start, model_mean, 0.5 * model_log_var, xp)
+    return kl, nll
 
 
 def model_log_variance(diffusion: GaussianDiffusion, variance: str = "large") -> np.ndarray:
@@ -76,15 +89,15 @@ def vb_term_bpd(
     x_t: np.ndarray,
     x0_hat: np.ndarray,
     t: int,
-    log_variance: np.ndarray,
+    model_log_var: float | np.ndarray,
 ) -> np.ndarray:
-    """L_{t-1} in bits/dim for one timestep (0-based t: t = 0 is the decoder L_0), [B]."""
+    """L_{t-1} in bits/dim for one timestep (0-based t: t = 0 is the decoder L_0), [B].
+    model_log_var: log sigma_t^2, a fixed table's entry or a learned one per element."""
     model_mean, _ = diffusion.q_posterior(x0_hat, x_t, t)
-    if t == 0:
-        nll = -discretized_gaussian_log_likelihood(x_start, model_mean, 0.5 * log_variance[0])
-        return _mean_bits(nll)
     true_mean, true_var = diffusion.q_posterior(x_start, x_t, t)
-    return _mean_bits(normal_kl(true_mean, np.log(true_var), model_mean, log_variance[t]))
+    true_log_var = np.log(true_var) if t else 0.0  # the KL at t = 0 is not used
+    kl, nll = kl_and_decoder_nll(x_start, true_mean, true_log_var, model_mean, model_log_var)
+    return _mean_bits(nll if t == 0 else kl)
 
 
 def timestep_subset(num_timesteps: int, k: int | None) -> np.ndarray:

@@ -35,6 +35,7 @@ import numpy as np
 from ddpm.config.registry import ConfigError, Option, Registry
 from ddpm.config.schema import Length, NonNegativeFloat, OneOf, Range
 from ddpm.diffusion.gaussian import REVERSE_VARIANCES, GaussianDiffusion
+from ddpm.diffusion.variance import log_variance_range
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,8 @@ SAMPLERS = Registry("sampler", shared=SamplerKeys)
 
 # The columns of a plan's coefficient table, in order.
 COEFS = ("sqrt_ab", "sqrt_1m_ab", "a", "b", "c", "sigma", "w")
+# A DDPM plan for a learned variance (with_learned_sigma) adds the log-variance bounds.
+LEARNED_COEFS = (*COEFS, "log_var_min", "log_var_max")
 
 
 @dataclass(frozen=True)
@@ -114,13 +117,32 @@ def ddpm_plan(
 ) -> SamplerPlan:
     """Ancestral sampling, eq. 6-7 with the respaced betas; no noise at the last step."""
     ab, ab_prev = _respaced(diffusion, t)
-    betas = 1.0 - ab / ab_prev  # the betas of the visited timesteps (beta_t over all T)
+    betas = respaced_betas(diffusion, t)
     a = betas * np.sqrt(ab_prev) / (1.0 - ab)
     b = (1.0 - ab_prev) * np.sqrt(1.0 - betas) / (1.0 - ab)
     small = betas * (1.0 - ab_prev) / (1.0 - ab)
     sigma = np.sqrt(small if variance == "small" else betas)
     sigma[-1] = 0.0
     return _plan(diffusion, t, a, b, sigma)
+
+
+def respaced_betas(diffusion: GaussianDiffusion, t: np.ndarray) -> np.ndarray:
+    """1 - ab_t / ab_prev, the betas of the visited timesteps t [S] (beta_t over all T)."""
+    ab, ab_prev = _respaced(diffusion, t)
+    return 1.0 - ab / ab_prev
+
+
+def with_learned_sigma(plan: SamplerPlan, diffusion: GaussianDiffusion) -> SamplerPlan:
+    """A DDPM plan for a network that learns Sigma (ddpm.diffusion.variance), in the
+    columns of LEARNED_COEFS: sigma is 1 (0 at the last step) and scales Sigma_theta^(1/2),
+    whose log lies between log beta~ and log beta of the respaced betas (Improved DDPM
+    sec. 4: the learned range follows the respacing)."""
+    ascending = respaced_betas(diffusion, plan.timesteps)[::-1]
+    min_log, max_log = (bound[::-1] for bound in log_variance_range(ascending))
+    coefs = plan.coefs.copy()
+    coefs[:, COEFS.index("sigma")] = 1.0
+    coefs[-1, COEFS.index("sigma")] = 0.0
+    return SamplerPlan(plan.timesteps, np.column_stack([coefs, min_log, max_log]))
 
 
 def sampling_timesteps(num_timesteps: int, steps: int | None) -> np.ndarray:

@@ -13,12 +13,16 @@ from ddpm.nn.unet import UNet
 
 
 def build_diffusion(
-    schedule: Option, objective: Option, formulation: Option | None = None
+    schedule: Option,
+    objective: Option,
+    formulation: Option | None = None,
+    variance: Option | None = None,
 ) -> GaussianDiffusion:
-    """q(x_t | x_0) of the schedule's betas, with the objective's target; or, with a
-    continuous `formulation`, that formulation."""
+    """q(x_t | x_0) of the schedule's betas, with the objective's target and the reverse
+    `variance` (fixed when None); or, with a continuous `formulation`, that formulation."""
     continuous = formulation() if formulation is not None else None
-    return GaussianDiffusion(make_betas(schedule), objective(), continuous)
+    learned = variance() if variance is not None else None
+    return GaussianDiffusion(make_betas(schedule), objective(), continuous, learned)
 
 
 def image_shape(dataset: Option) -> tuple[int, int]:
@@ -27,9 +31,15 @@ def image_shape(dataset: Option) -> tuple[int, int]:
 
 
 def build_network(
-    model: Option, block: Option, attention: Option, dataset: Option, num_classes: int = 0
+    model: Option,
+    block: Option,
+    attention: Option,
+    dataset: Option,
+    num_classes: int = 0,
+    learns_variance: bool = False,
 ) -> UNet:
-    """The U-Net for the dataset's images; class-conditional over num_classes > 0."""
+    """The U-Net for the dataset's images; class-conditional over num_classes > 0; with
+    `learns_variance`, it also outputs the variance channels (ddpm.diffusion.variance)."""
     channels, image_size = image_shape(dataset)
     mults, patch = model.params["dim_mults"], model.params["patch_size"]
     levels = len(mults)
@@ -43,7 +53,7 @@ def build_network(
     if chosen is not None and not set(chosen) <= set(range(levels)):
         raise ConfigError(f"attention.levels={chosen} must be U-Net levels 0..{levels - 1}")
     make_attention, make_mid_attention = placement(attention)
-    return model(channels, block, make_attention, make_mid_attention, num_classes)
+    return model(channels, block, make_attention, make_mid_attention, num_classes, learns_variance)
 
 
 def denoiser(run: RunConfig, classes: list[str] | None) -> tuple[GaussianDiffusion, UNet]:
@@ -53,5 +63,9 @@ def denoiser(run: RunConfig, classes: list[str] | None) -> tuple[GaussianDiffusi
     if conditional and not classes:
         raise ConfigError("a class-conditional model needs its class names")
     k = len(classes) if conditional else 0
-    network = build_network(run["model"], run["block"], run["attention"], run["dataset"], k)
-    return build_diffusion(run["schedule"], run["objective"], run["formulation"]), network
+    diffusion = build_diffusion(
+        run["schedule"], run["objective"], run["formulation"], run["variance"]
+    )
+    parts = (run["model"], run["block"], run["attention"], run["dataset"])
+    network = build_network(*parts, k, diffusion.variance is not None)
+    return diffusion, network

@@ -29,7 +29,9 @@ class _Level(nn.Cell):
 
 @MODELS.register("unet")
 class UNet(nn.Cell):
-    """eps_theta(x_t, t, y): [B, C, H, W], [B], [B] -> [B, C, H, W].
+    """eps_theta(x_t, t, y): [B, C, H, W], [B], [B] -> [B, C, H, W]; with learns_variance,
+    [B, 2C, H, W]: the C channels of the objective's output, then the C of the variance's v
+    (ddpm.diffusion.variance).
 
     Resolution i has channels dim * dim_mults[i]; every level but the last halves H and W.
     The decoder mirrors the encoder, concatenating each level's skip before its blocks.
@@ -46,6 +48,7 @@ class UNet(nn.Cell):
         make_attention: AttentionFactory,
         make_mid_attention: AttentionFactory,
         num_classes: int = 0,
+        learns_variance: bool = False,
         *,
         dim: PositiveInt,  # base width; level i has dim * dim_mults[i] channels
         dim_mults: Annotated[list[int], Range(gt=0), Length(1, at_least=True)],
@@ -54,6 +57,8 @@ class UNet(nn.Cell):
     ) -> None:
         super().__init__()
         self.patch = patch_size
+        self.learns_variance = learns_variance
+        out_channels = channels * (2 if learns_variance else 1) * patch_size**2
         channels *= patch_size**2
         init_dim = init_dim or dim
         dims = [init_dim, *(dim * m for m in dim_mults)]
@@ -95,7 +100,7 @@ class UNet(nn.Cell):
         self.mid_attn = make_mid_attention(mid, self.num_levels - 1)
         self.mid_block2 = make_block(mid, mid, time_dim)
         self.final_block = make_block(init_dim, dim, time_dim)
-        self.final_conv = conv(dim, channels, 1)
+        self.final_conv = conv(dim, out_channels, 1)
 
     def construct(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
         temb = self.time_mlp(t)  # [B, 4*dim]
@@ -111,8 +116,9 @@ class UNet(nn.Cell):
         p = self.patch
         x = x.reshape(b, c, h // p, p, w // p, p).transpose(0, 1, 3, 5, 2, 4)
         out = self.denoise(x.reshape(b, c * p * p, h // p, w // p), temb)
-        out = out.reshape(b, c, p, p, h // p, w // p).transpose(0, 1, 4, 2, 5, 3)
-        return out.reshape(b, c, h, w)
+        c_out = 2 * c if self.learns_variance else c
+        out = out.reshape(b, c_out, p, p, h // p, w // p).transpose(0, 1, 4, 2, 5, 3)
+        return out.reshape(b, c_out, h, w)
 
     def denoise(self, x: Tensor, temb: Tensor) -> Tensor:
         x = self.init_conv(x)

@@ -20,7 +20,9 @@ from ddpm.diffusion.conditioning import (
 from ddpm.diffusion.samplers import SAMPLERS
 
 # The sampler keys a caller may override (ddpm.sample's flags, Run.sample's keywords).
-SAMPLER_OVERRIDES = ("steps", "eta", "order", "guidance", "guidance_interval", "S_churn", "shift")
+SAMPLER_OVERRIDES = (
+    "steps", "eta", "order", "variance", "guidance", "guidance_interval", "S_churn", "shift"
+)  # fmt: skip
 # The run's choices that a switch to another sampler keeps (its steps are the sampler's own).
 CARRIED_KEYS = ("clip_denoised", "guidance", "guidance_interval")
 

@@ -12,7 +12,8 @@ from ddpm.config.registry import Option
 from ddpm.diffusion.gaussian import GaussianDiffusion
 from ddpm.diffusion.objectives import Objective
 from ddpm.diffusion.ode_samplers import ODEPlan, check_sampler, make_ode_plan
-from ddpm.diffusion.samplers import SamplerPlan, make_plan
+from ddpm.diffusion.samplers import SamplerPlan, make_plan, with_learned_sigma
+from ddpm.diffusion.variance import LearnedRange
 
 
 class ReverseStep(nn.Cell):
@@ -25,6 +26,13 @@ class ReverseStep(nn.Cell):
     the null class; otherwise both come from one network call on the doubled batch
     [x_t, x_t], [y, null]. `at(w)` is the step to run where this step's w is known: a step
     of one network call on the plain batch where w is 0 or 1 (outside a guidance interval).
+
+    A network that learns its variance (ddpm.diffusion.variance) outputs 2C channels; the
+    step predicts x0_hat from the first C. With `variance` (a LearnedRange), the rows carry
+    samplers.LEARNED_COEFS and the noise is scaled by sigma * Sigma_theta^(1/2), the v
+    channels' variance between the last two columns' log bounds (the DDPM sampler).
+    Without it the v channels are ignored (DDIM, DPM-Solver). Guidance combines the first
+    C channels and keeps the conditional v, as GLIDE does.
     """
 
     def __init__(
@@ -33,9 +41,12 @@ class ReverseStep(nn.Cell):
         objective: Objective,
         clip_denoised: bool,
         scales: np.ndarray | float = 1.0,
+        variance: LearnedRange | None = None,
     ) -> None:
         super().__init__()
         self.network, self.objective, self.clip = network, objective, clip_denoised
+        self.variance = variance
+        self.learns_variance = bool(getattr(network, "learns_variance", False))
         self.null_class = getattr(network, "num_classes", 0)  # 0: unconditional
         scales = np.asarray(scales, np.float64)
         self.unconditional = bool(np.all(scales == 0.0))
@@ -53,13 +64,20 @@ class ReverseStep(nn.Cell):
 
     def with_scales(self, scales: float) -> ReverseStep:
         """This step for another set of guidance scales."""
-        return ReverseStep(self.network, self.objective, self.clip, scales)
+        return ReverseStep(self.network, self.objective, self.clip, scales, self.variance)
 
     def construct(
         self, x_t: Tensor, t: Tensor, y: Tensor, coefs: Tensor, noise: Tensor, x0_prev: Tensor
     ):
         sqrt_ab, sqrt_1m_ab, a, b, c, sigma, w = (coefs[i] for i in range(7))
-        x0 = self.objective.predict_x0(self.predict(x_t, t, y, w), x_t, sqrt_ab, sqrt_1m_ab)
+        out = self.predict(x_t, t, y, w)
+        if self.learns_variance:
+            channels = x_t.shape[1]
+            out, v = out[:, :channels], out[:, channels:]
+            if self.variance is not None:
+                log_var = self.variance.log_variance(v, coefs[7], coefs[8])
+                sigma = sigma * ops.exp(0.5 * log_var)
+        x0 = self.objective.predict_x0(out, x_t, sqrt_ab, sqrt_1m_ab)
         if self.clip:
             x0 = ops.clamp(x0, -1.0, 1.0)
         return a * x0 + c * x0_prev + b * x_t + sigma * noise, x0
@@ -76,7 +94,11 @@ class ReverseStep(nn.Cell):
         )  # [2B, C, H, W]
         batch = x_t.shape[0]
         cond, uncond = both[:batch], both[batch:]
-        return uncond + w * (cond - uncond)
+        guided = uncond + w * (cond - uncond)
+        if self.learns_variance:  # the guided mean channels, the conditional v
+            channels = x_t.shape[1]
+            return ops.concat((guided[:, :channels], cond[:, channels:]), axis=1)
+        return guided
 
 
 class ODEStep(ReverseStep):
@@ -113,6 +135,11 @@ def reverse_process(
         ode = make_ode_plan(sampler, diffusion.formulation)
         return ODEStep(network, clip, ode.guidance), ode
     plan = make_plan(sampler, diffusion)
+    if diffusion.variance is not None and sampler.name == "ddpm":
+        plan = with_learned_sigma(plan, diffusion)
+        return ReverseStep(
+            network, diffusion.objective, clip, plan.guidance, diffusion.variance
+        ), plan
     return ReverseStep(network, diffusion.objective, clip, plan.guidance), plan
 
 

@@ -35,7 +35,7 @@ from ddpm.training.budget import Budget, Pacing
 from ddpm.training.config import TrainerConfig
 from ddpm.training.loop import Batches, Trainer
 from ddpm.training.lr_schedule import cosine_lr
-from ddpm.training.step import DenoisingLoss, PreconditionedLoss, TrainStep
+from ddpm.training.step import DenoisingLoss, HybridLoss, PreconditionedLoss, TrainStep
 
 
 def build_loss(
@@ -44,7 +44,8 @@ def build_loss(
     if diffusion.formulation is not None:
         return PreconditionedLoss(network, loss())
     weights = loss_weights(diffusion.snr, diffusion.objective, loss.shared)
-    return DenoisingLoss(network, diffusion, loss(), weights)
+    cell = DenoisingLoss if diffusion.variance is None else HybridLoss
+    return cell(network, diffusion, loss(), weights)
 
 
 def total_steps(trainer: TrainerConfig, num_images: int) -> int:
@@ -91,8 +92,9 @@ def model_fingerprint(run: RunConfig, classes: list[str] | None = None) -> dict[
     conditional model adds its conditioning and class names (which sampling needs)."""
     cfg = run.composed
     keys = {g: section(cfg, g) for g in MODEL_GROUPS}
-    if run["formulation"]() is not None:  # DDPM runs predate the group and omit it
-        keys["formulation"] = section(cfg, "formulation")
+    for group in ("formulation", "variance"):  # older runs predate these groups: omitted
+        if run[group]() is not None:  # unless they change the model
+            keys[group] = section(cfg, group)
     keys["dataset"] = {k: cfg.dataset[k] for k in ("channels", "image_size")}
     if classes is not None:
         keys["conditioning"], keys["classes"] = section(cfg, "conditioning"), list(classes)

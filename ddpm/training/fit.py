@@ -120,6 +120,11 @@ def fit_run(cfg: DictConfig, run_dir: Path) -> tuple[Path, dict[str, float]]:
     log.info("fused CPU kernels: %s", "on" if kernels.active() else "off (built-in ops)")
     if parts.diffusion.formulation is None:
         report_schedule(parts.diffusion.terminal_alpha_bar(), run["schedule"])
+        if parts.diffusion.variance is not None:
+            log.info(
+                "learned reverse variances: L_simple + %g L_vlb (Improved DDPM eq. 16)",
+                parts.diffusion.variance.vlb_weight,
+            )
     else:
         formulation = run["formulation"]
         log.info(

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 
 from ddpm.diffusion.gaussian import GaussianDiffusion, q_sample
+from ddpm.diffusion.likelihood import kl_and_decoder_nll
+from ddpm.diffusion.variance import log_variance_range
 from ddpm.nn import kernels
 from ddpm.runtime.distributed import data_parallel
 from ddpm.training.phema import flat_copy
@@ -43,6 +47,49 @@ class DenoisingLoss(nn.Cell):
         target = self.objective.target(x_start, noise, sqrt_ab, sqrt_1m_ab)
         dist = self.distance(self.network(x_t, t, y) - target)  # [B, C, H, W]
         return dist.mean(axis=(1, 2, 3)) * ops.gather(self.weights, t, 0)  # [B]
+
+
+class HybridLoss(DenoisingLoss):
+    """L_hybrid = L_simple + lambda L_vlb (Improved DDPM eq. 16) for a network that learns
+    its variance (ddpm.diffusion.variance): the weighted loss above on the first C output
+    channels, plus lambda T L_t in bits/dim, the sampled t's share of L_vlb, from the v
+    channels with the mean's output held fixed (stop-gradient) -> [B]."""
+
+    def __init__(self, *args: Any) -> None:  # DenoisingLoss's
+        super().__init__(*args)
+        diffusion: GaussianDiffusion = args[1]
+        self.variance = diffusion.variance
+        self.vlb_scale = float(diffusion.variance.vlb_weight * diffusion.num_timesteps)
+        min_log, max_log = log_variance_range(diffusion.betas)
+        self.min_log, self.max_log = _table(min_log), _table(max_log)
+        self.coef1 = _table(diffusion.posterior_mean_coef1)
+        self.coef2 = _table(diffusion.posterior_mean_coef2)
+
+    def construct(self, x_start: Tensor, t: Tensor, noise: Tensor, y: Tensor) -> Tensor:
+        sqrt_ab, sqrt_1m_ab = _gather(self.sqrt_ab, t), _gather(self.sqrt_1m_ab, t)
+        x_t = q_sample(x_start, noise, sqrt_ab, sqrt_1m_ab)
+        target = self.objective.target(x_start, noise, sqrt_ab, sqrt_1m_ab)
+        out = self.network(x_t, t, y)
+        channels = x_start.shape[1]
+        mean_out, v = out[:, :channels], out[:, channels:]
+        simple = self.distance(mean_out - target).mean(axis=(1, 2, 3))
+        x0 = self.objective.predict_x0(ops.stop_gradient(mean_out), x_t, sqrt_ab, sqrt_1m_ab)
+        vlb = self.vlb_bits(x_start, x_t, x0, v, t)
+        return simple * ops.gather(self.weights, t, 0) + self.vlb_scale * vlb
+
+    def vlb_bits(self, x_start: Tensor, x_t: Tensor, x0: Tensor, v: Tensor, t: Tensor) -> Tensor:
+        """L_t in bits/dim [B] (ddpm.diffusion.likelihood): the decoder NLL at t = 0, the
+        KL of q(x_{t-1} | x_t, x_0) to p_theta(x_{t-1} | x_t) elsewhere; x0 unclipped."""
+        coef1, coef2 = _gather(self.coef1, t), _gather(self.coef2, t)
+        min_log, max_log = _gather(self.min_log, t), _gather(self.max_log, t)
+        model_log_var = self.variance.log_variance(v, min_log, max_log)
+        true_mean, model_mean = coef1 * x_start + coef2 * x_t, coef1 * x0 + coef2 * x_t
+        kl, nll = kl_and_decoder_nll(x_start, true_mean, min_log, model_mean, model_log_var, ops)
+        per_example = ops.where(t == 0, nll.mean(axis=(1, 2, 3)), kl.mean(axis=(1, 2, 3)))
+        return per_example / _LN2
+
+
+_LN2 = float(np.log(2.0))
 
 
 class PreconditionedLoss(nn.Cell):

@@ -13,6 +13,7 @@ import csv
 from collections import defaultdict
 from pathlib import Path
 
+from ddpm.analysis.rows import format_estimate
 from ddpm.analysis.stats import estimate, welch_p
 
 BASELINE = ("ddpm", "dpm_solver", 20)  # today's default: DPM-Solver++(2M), 20 steps
@@ -51,13 +52,6 @@ def cells(rows: list[dict]) -> dict[tuple, list[dict]]:
     return out
 
 
-def fmt(values: list[float], digits: int) -> str:
-    est = estimate(values)
-    if not est.has_interval:
-        return f"{est.mean:.{digits}f} (1 seed)"
-    return f"{est.mean:.{digits}f} ± {est.half_width:.{digits}f}"
-
-
 def guidance_table(rows: list[dict]) -> str:
     lines = ["| formulation | sampler, steps | w | FD | precision | recall | cond. accuracy |",
              "|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -92,7 +86,9 @@ def main_table(table: dict[tuple, list[dict]], min_seeds: int) -> str:
             if (form, sampler, steps) != BASELINE
             else float("nan")
         )
-        stats = " | ".join(fmt([r[k] for r in rs], 1 if k == "fd" else 3) for k in SHOWN)
+        stats = " | ".join(
+            format_estimate([r[k] for r in rs], 1 if k == "fd" else 3) for k in SHOWN
+        )
         lines.append(
             f"| {form} | {sampler} {steps} | {rs[0]['nfe']} | {len(rs)} | {stats} | "
             f"{'' if p != p else f'{p:.2g}'} |"
@@ -108,7 +104,9 @@ def training_table(rows: list[dict]) -> str:
     for form, by_seed in seconds.items():
         s = [by_seed[k] for k in sorted(by_seed)]
         rate = [2500 / x for x in s]
-        lines.append(f"| {form} | {', '.join(f'{x:.0f}' for x in s)} | {fmt(rate, 2)} |")
+        lines.append(
+            f"| {form} | {', '.join(f'{x:.0f}' for x in s)} | {format_estimate(rate, 2)} |"
+        )
     return "\n".join(lines)
 
 

@@ -16,14 +16,16 @@ there is not scored again, so the study resumes and extends. report.py makes the
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import subprocess
 import sys
 from pathlib import Path
 
-PY = sys.executable
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))  # the ddpm package of this checkout
+from ddpm.analysis.rows import append_csv, read_csv  # noqa: E402
+
+PY = sys.executable
 
 # formulation -> the overrides it trains with (on top of the default recipe)
 TRAIN = {
@@ -49,22 +51,6 @@ FIELDS = [
 
 def nfe(sampler: str, steps: int) -> int:
     return 2 * steps - 1 if sampler in SECOND_ORDER else steps
-
-
-def read_rows(path: Path) -> list[dict[str, str]]:
-    if not path.is_file():
-        return []
-    with path.open() as f:
-        return list(csv.DictReader(f))
-
-
-def append_row(path: Path, row: dict) -> None:
-    new = not path.is_file()
-    with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, FIELDS)
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
 
 
 def key(row: dict) -> tuple:
@@ -99,7 +85,7 @@ def cells(formulation: str, seed: int, w: float | None, scales: list[float], arg
 
 def score(run: Path, formulation: str, seed: int, todo: list, table: Path) -> None:
     """Score the cells of one run in a child process, so MindSpore loads once per run."""
-    done = {key(r) for r in read_rows(table)}
+    done = {key(r) for r in read_csv(table)}
     todo = [c for c in todo if (formulation, str(seed), c[0], str(c[1]), f"{c[2]:g}") not in done]
     if todo:
         spec = json.dumps({"run": str(run), "formulation": formulation, "seed": seed,
@@ -108,7 +94,6 @@ def score(run: Path, formulation: str, seed: int, todo: list, table: Path) -> No
 
 
 def score_child(spec: dict) -> None:
-    sys.path.insert(0, str(ROOT))
     import ddpm  # noqa: F401  (sets oneDNN and OpenMP variables before MindSpore loads)
     from ddpm.api import load_run
 
@@ -121,14 +106,14 @@ def score_child(spec: dict) -> None:
                "sample_seconds": m["seconds"], "train_steps": summary["steps"],
                "train_seconds": round(summary["train_seconds"], 1)}  # fmt: skip
         row.update({k: m[k] for k in METRICS})
-        append_row(Path(spec["table"]), row)
+        append_csv(Path(spec["table"]), row, FIELDS)
         print(json.dumps(row), flush=True)
 
 
 def best_scale(table: Path, formulation: str, scales: list[float]) -> float | None:
     """The scale of --scales with the lowest FD on seed 0 at the main setting."""
     sampler, steps = SWEEPS[formulation][0][0], str(SWEEPS[formulation][0][1][0])
-    rows = [r for r in read_rows(table) if (r["formulation"], r["seed"], r["sampler"],
+    rows = [r for r in read_csv(table) if (r["formulation"], r["seed"], r["sampler"],
             r["steps"]) == (formulation, "0", sampler, steps)]  # fmt: skip
     fd = {float(r["guidance"]): float(r["fd"]) for r in rows if float(r["guidance"]) in scales}
     return min(fd, key=fd.get) if len(fd) == len(scales) else None
