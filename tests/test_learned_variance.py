@@ -14,7 +14,7 @@ from ddpm.config.registry import ConfigError
 from ddpm.diffusion.gaussian import GaussianDiffusion
 from ddpm.diffusion.losses import MSE
 from ddpm.diffusion.objectives import PredNoise
-from ddpm.diffusion.samplers import LEARNED_COEFS, with_learned_sigma
+from ddpm.diffusion.samplers import LEARNED_COEFS
 from ddpm.diffusion.variance import VARIANCES, LearnedRange, log_variance_range
 from ddpm.evaluation.bpd import NegativeElbo
 from ddpm.sampling.reverse_step import ReverseStep
@@ -95,7 +95,8 @@ def test_the_bound_trains_only_the_variance_channels(arrays):
 
 
 def _ddpm_step(network: nn.Cell, diffusion: GaussianDiffusion, steps: int):
-    plan = with_learned_sigma(make_plan(diffusion, "ddpm", steps=steps), diffusion)
+    plan = make_plan(diffusion, "ddpm", steps=steps)  # the learned columns: the network's
+    assert plan.learned_sigma
     return ReverseStep(network, diffusion.objective, True, 1.0, diffusion.variance), plan
 
 

@@ -94,10 +94,11 @@ def vb_term_bpd(
     """L_{t-1} in bits/dim for one timestep (0-based t: t = 0 is the decoder L_0), [B].
     model_log_var: log sigma_t^2, a fixed table's entry or a learned one per element."""
     model_mean, _ = diffusion.q_posterior(x0_hat, x_t, t)
+    if t == 0:
+        log_scale = 0.5 * model_log_var
+        return _mean_bits(-discretized_gaussian_log_likelihood(x_start, model_mean, log_scale))
     true_mean, true_var = diffusion.q_posterior(x_start, x_t, t)
-    true_log_var = np.log(true_var) if t else 0.0  # the KL at t = 0 is not used
-    kl, nll = kl_and_decoder_nll(x_start, true_mean, true_log_var, model_mean, model_log_var)
-    return _mean_bits(nll if t == 0 else kl)
+    return _mean_bits(normal_kl(true_mean, np.log(true_var), model_mean, model_log_var))
 
 
 def timestep_subset(num_timesteps: int, k: int | None) -> np.ndarray:

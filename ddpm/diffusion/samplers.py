@@ -73,6 +73,11 @@ class SamplerPlan:
         return self.coefs[:, COEFS.index("w")]
 
     @property
+    def learned_sigma(self) -> bool:
+        """Whether the rows carry LEARNED_COEFS: the noise follows a learned Sigma."""
+        return self.coefs.shape[1] == len(LEARNED_COEFS)
+
+    @property
     def labels(self) -> np.ndarray:
         """[S] int32: the network's time input at each step, the timestep."""
         return self.timesteps.astype(np.int32)
@@ -115,7 +120,8 @@ def ddpm_plan(
     *,
     variance: Annotated[str, OneOf(REVERSE_VARIANCES)],
 ) -> SamplerPlan:
-    """Ancestral sampling, eq. 6-7 with the respaced betas; no noise at the last step."""
+    """Ancestral sampling, eq. 6-7 with the respaced betas; no noise at the last step. A
+    network that learns its variance gets the learned Sigma instead of `variance`."""
     ab, ab_prev = _respaced(diffusion, t)
     betas = respaced_betas(diffusion, t)
     a = betas * np.sqrt(ab_prev) / (1.0 - ab)
@@ -123,7 +129,8 @@ def ddpm_plan(
     small = betas * (1.0 - ab_prev) / (1.0 - ab)
     sigma = np.sqrt(small if variance == "small" else betas)
     sigma[-1] = 0.0
-    return _plan(diffusion, t, a, b, sigma)
+    plan = _plan(diffusion, t, a, b, sigma)
+    return plan if diffusion.variance is None else with_learned_sigma(plan, diffusion)
 
 
 def respaced_betas(diffusion: GaussianDiffusion, t: np.ndarray) -> np.ndarray:

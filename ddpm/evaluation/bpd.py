@@ -11,6 +11,7 @@ A subset of timesteps keeps it cheap: the sum over t is interpolated from k of t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 from mindspore import Tensor
@@ -53,6 +54,11 @@ class NegativeElbo:
             "bpd_timesteps": [int(t) for t in ts],
             "bpd_terms": mean_terms.round(6).tolist(),
         }
+
+    @cached_property
+    def _log_variance_range(self) -> tuple[np.ndarray, np.ndarray]:
+        """The bounds [T] of a learned log Sigma_theta (ddpm.diffusion.variance)."""
+        return log_variance_range(self.diffusion.betas)
 
     def _bound_step(self, step: ReverseStep) -> ReverseStep:
         """`step`, or for a learned variance a step of its network that also returns
@@ -99,7 +105,7 @@ class NegativeElbo:
         learned = step.variance is not None
         if learned:
             row[COEFS.index("sigma")] = 1.0
-            row = np.append(row, [bound[t] for bound in log_variance_range(self.diffusion.betas)])
+            row = np.append(row, [bound[t] for bound in self._log_variance_range])
         null = Tensor(np.full(batch, step.null_class, np.int32))  # p(x): the null class
         ts = Tensor(np.full(batch, t, np.int32))
         noise = Tensor(np.ones_like(padded)) if learned else zeros

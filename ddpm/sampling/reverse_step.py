@@ -12,7 +12,7 @@ from ddpm.config.registry import Option
 from ddpm.diffusion.gaussian import GaussianDiffusion
 from ddpm.diffusion.objectives import Objective
 from ddpm.diffusion.ode_samplers import ODEPlan, check_sampler, make_ode_plan
-from ddpm.diffusion.samplers import SamplerPlan, make_plan, with_learned_sigma
+from ddpm.diffusion.samplers import SamplerPlan, make_plan
 from ddpm.diffusion.variance import LearnedRange
 
 
@@ -135,12 +135,8 @@ def reverse_process(
         ode = make_ode_plan(sampler, diffusion.formulation)
         return ODEStep(network, clip, ode.guidance), ode
     plan = make_plan(sampler, diffusion)
-    if diffusion.variance is not None and sampler.name == "ddpm":
-        plan = with_learned_sigma(plan, diffusion)
-        return ReverseStep(
-            network, diffusion.objective, clip, plan.guidance, diffusion.variance
-        ), plan
-    return ReverseStep(network, diffusion.objective, clip, plan.guidance), plan
+    variance = diffusion.variance if plan.learned_sigma else None
+    return ReverseStep(network, diffusion.objective, clip, plan.guidance, variance), plan
 
 
 def p_sample_loop(
