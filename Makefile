@@ -29,8 +29,18 @@ run: data
 # Two worker processes: compiling graphs and starting tools leave a core idle otherwise.
 TEST_WORKERS ?= 2
 
-test: data
-	$(PY) -m pytest -m "not slow" -q -n $(TEST_WORKERS) --dist loadgroup
+# With two MindSpore processes on two cores, each one's runtime threads spin on sched_yield
+# while the other's workers wait for the core; preloading a yield that sleeps hands it over
+# (experiments/cpu_speed.md). `make test TEST_PRELOAD=` runs without it.
+YIELD_SLEEP  := $(VENV)/yield_sleep.so
+TEST_PRELOAD ?= $(YIELD_SLEEP)
+
+$(YIELD_SLEEP): ddpm/runtime/yield_sleep.c $(STAMP)
+	$(CC) -O2 -shared -fPIC -o $@ $< || echo "no C compiler: the tests run without $@"
+
+test: data $(TEST_PRELOAD)
+	$(if $(wildcard $(TEST_PRELOAD)),LD_PRELOAD=$(abspath $(TEST_PRELOAD))) \
+	  $(PY) -m pytest -m "not slow" -q -n $(TEST_WORKERS) --dist loadgroup
 
 # The tests of the optional extras (the benchmark's PyTorch twin), which `make test` skips
 # without them; CI runs both.

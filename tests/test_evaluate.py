@@ -89,7 +89,7 @@ def test_feature_network_separates_data_from_noise(feature_cache, monkeypatch):
 
 
 def test_evaluate_and_compare_clis(feature_cache, tmp_path):
-    from tests.test_cli import cli, events
+    from tests.test_cli import cli, events, hparams_of
 
     env_cache = {"DDPM_CACHE": str(feature_cache)}
     sweep = tmp_path / "sweep"
@@ -100,7 +100,7 @@ def test_evaluate_and_compare_clis(feature_cache, tmp_path):
             "ddpm.run",
             "-m",
             "experiment=tiny",
-            "block=resnet,convnext",
+            "schedule=linear,cosine",
             "trainer.eval_n=8",
             "trainer.bpd_n=10",
             "trainer.bpd_timesteps=5",
@@ -112,7 +112,11 @@ def test_evaluate_and_compare_clis(feature_cache, tmp_path):
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    run = next(p for p in sweep.iterdir() if "block=resnet" in p.name)
+    runs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert runs == ["schedule=cosine", "schedule=linear"]  # named by what the sweep varies
+    for schedule in ("linear", "cosine"):
+        assert hparams_of(events(sweep / f"schedule={schedule}"))["schedule"] == schedule
+    run = sweep / "schedule=linear"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["hparam/fd"] > 0 and 1.0 <= summary["hparam/is"] <= 10.0
     acc = events(run)
@@ -158,7 +162,7 @@ def test_evaluate_and_compare_clis(feature_cache, tmp_path):
     table = cli("-m", "ddpm.compare", str(sweep), "--mixed-n")
     assert table.returncode == 0, table.stderr[-2000:]
     rows = (sweep / "compare.csv").read_text().splitlines()
-    assert len(rows) == 3 and "convnext" in (sweep / "compare.md").read_text()
+    assert len(rows) == 3 and "cosine" in (sweep / "compare.md").read_text()
     assert f"{metrics['fd']:.4g}" in (sweep / "compare.md").read_text()
     assert f"{metrics['bpd']:.4g}" in (sweep / "compare.md").read_text()
 
@@ -183,7 +187,7 @@ def test_full_feature_network_reaches_90_percent(tmp_path):
 def test_guidance_sweep_logs_and_compares_conditional_metrics(feature_cache, tmp_path):
     """A multirun over the guidance scale of a class-conditional model: eval/cond_accuracy
     and per-class FD in TensorBoard, summary.json, ddpm.evaluate and ddpm.compare."""
-    from tests.test_cli import cli, events
+    from tests.test_cli import cli, events, hparams_of
 
     env = {**os.environ, "DDPM_CACHE": str(feature_cache)}
     sweep = tmp_path / "sweep"

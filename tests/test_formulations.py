@@ -279,7 +279,9 @@ def test_keys_that_do_not_apply_to_a_formulation_are_refused(overrides, refusal)
         make_ode_plan(run["sampler"], denoiser_of(compose_config(*overrides))[0].formulation)
 
 
-@pytest.mark.parametrize("name, sampler", [("edm", "heun"), ("flow", "midpoint")])
+@pytest.mark.parametrize(
+    "name, sampler", [pytest.param("edm", "heun", marks=pytest.mark.slow), ("flow", "midpoint")]
+)
 def test_a_continuous_formulation_trains_and_samples_a_guided_class_model(tmp_path, name, sampler):
     """The real trainer on Fashion-MNIST (tiny): the step draws levels, the loss is finite
     and falls, and the end-of-run grid samples with guidance inside an interval."""

@@ -169,6 +169,7 @@ def test_learned_variance_is_ddpms_alone():
         VARIANCES.resolve({"name": "learnt"})  # a saved config's section
 
 
+@pytest.mark.slow
 def test_a_learned_variance_run_trains_samples_and_scores_bits(tmp_path):
     run = train(
         [*TINY, "experiment=quick_ddpm", "variance=learned", "sampler=ddpm", "sampler.steps=5",

@@ -57,7 +57,7 @@ def lr_table(trainer) -> np.ndarray:
         # the machine slows down by 20% a third of the way in
         ("drift", lambda n: 0.11 if n < 20 else 0.132),
         # or speeds up by 20%
-        ("speed-up", lambda n: 0.11 if n < 20 else 0.088),
+        pytest.param("speed-up", lambda n: 0.11 if n < 20 else 0.088, marks=pytest.mark.slow),
     ],
 )
 def test_the_loop_ends_within_its_budget(tmp_path, graph_mode, name, seconds_per_step):
