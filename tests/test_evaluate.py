@@ -187,7 +187,7 @@ def test_full_feature_network_reaches_90_percent(tmp_path):
 def test_guidance_sweep_logs_and_compares_conditional_metrics(feature_cache, tmp_path):
     """A multirun over the guidance scale of a class-conditional model: eval/cond_accuracy
     and per-class FD in TensorBoard, summary.json, ddpm.evaluate and ddpm.compare."""
-    from tests.test_cli import cli, events, hparams_of
+    from tests.test_cli import cli, events
 
     env = {**os.environ, "DDPM_CACHE": str(feature_cache)}
     sweep = tmp_path / "sweep"
