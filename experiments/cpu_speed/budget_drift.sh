@@ -33,8 +33,8 @@ for seed in $seeds; do
     if [ $arm = slowed ]; then
       # The probe's log line gives the budget; the loop starts right after it.
       until grep -q "steps/s (timed over" "$dir/run.log" 2>/dev/null; do sleep 0.5; done
-      seconds=$(sed -n 's/.*budget: \([0-9.e+]*\) minutes.*/\1/p' "$dir/run.log" | head -1)
-      sleep "$(echo "$seconds * 60 / 3" | bc -l)"
+      minutes=$(sed -n 's/.*budget: \([0-9.e+]*\) minutes.*/\1/p' "$dir/run.log" | head -1)
+      sleep "$(echo "$minutes * 60 / 3" | bc -l)"
       hog & hog_pid=$!
     fi
     wait $run

@@ -32,7 +32,7 @@ def main() -> None:
     x = Tensor(rng.standard_normal((batch, *run.image_shape), dtype=np.float32))
     t = Tensor(np.full(batch, plan.labels[gi], plan.labels.dtype))
     y = Tensor(np.arange(batch, dtype=np.int32) % len(run.classes))
-    null = Tensor(np.full(batch, len(run.classes), np.int32))
+    null = Tensor(np.full(batch, step.null_class, np.int32))
     c_guided, c_plain = (Tensor(plan.coefs[i].astype(np.float32)) for i in (gi, pi))
     zero = ops.zeros_like(x)
     calls = {

@@ -39,7 +39,8 @@ def main() -> None:
     p_sample_loop(step, plan, shape, seed=0, on_step=on_step, labels=labels)
     print(f"sampling: {time.perf_counter() - loaded:.1f} s")
     for i, (w, s) in enumerate(zip(plan.guidance, times, strict=True)):
-        print(f"  step {i:2d} (w = {w:g}, {'plain' if w in (0, 1) else 'guided'}): {s:.2f} s")
+        kind = "guided" if step.guided and step.at(float(w)) is step else "plain"
+        print(f"  step {i:2d} (w = {w:g}, {kind}): {s:.2f} s")
 
 
 if __name__ == "__main__":
