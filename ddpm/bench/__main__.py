@@ -95,16 +95,16 @@ def mindspore_worker(
     from ddpm.diffusion.samplers import SAMPLERS, make_plan
     from ddpm.nn import kernels
     from ddpm.nn.build import denoiser
+    from ddpm.runtime.device import configure_runtime
     from ddpm.sampling.reverse_step import ReverseStep, p_sample_loop
     from ddpm.training.build import build_optimizer
     from ddpm.training.step import DenoisingLoss, TrainStep
 
-    ms.set_device("CPU")
-    ms.set_context(mode=ms.GRAPH_MODE)
+    run = resolve(OmegaConf.create(cfg))
+    configure_runtime(run.runtime, mode="graph")  # the case's runtime section, compiled
     ms.set_seed(0)
     c, size = cfg["dataset"]["channels"], cfg["dataset"]["image_size"]
     batch = cfg["trainer"]["batch_size"]
-    run = resolve(OmegaConf.create(cfg))
     classes = dataset_classes(run["dataset"], run["conditioning"])
     diffusion, net = denoiser(run, classes)
     loss = DenoisingLoss(net, diffusion, run["loss"](), np.ones(diffusion.num_timesteps))

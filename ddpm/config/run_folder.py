@@ -41,6 +41,7 @@ ADDED_KEYS = {
     "sampler.guidance_interval": [0.0, 1.0],
     "model.patch_size": 1,
     "runtime.threads": None,
+    "runtime.jit_level": None,
     "trainer.accumulate": 1,
     "trainer.posthoc_ema": [],
     "trainer.posthoc_every": 500,

@@ -1,4 +1,4 @@
-"""The runtime section: device, execution mode and the fused CPU kernels."""
+"""The runtime section: device, execution mode, compile level and the fused CPU kernels."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from ddpm.nn import kernels
 class RuntimeKeys:
     device: Annotated[str, OneOf(("CPU", "GPU", "Ascend"))]
     mode: Annotated[str, OneOf(("graph", "pynative"))]
+    jit_level: Annotated[str | None, OneOf(("O0", "O1"))]  # graph compile level (null: MindSpore's)
     cpu_kernels: bool  # the fused C++ kernels of ddpm.nn.kernels; DDPM_CPU_KERNELS=0 also disables
     threads: Annotated[int | None, Range(gt=0)]  # MindSpore's CPU kernel threads (null: its own)
 
@@ -25,11 +26,13 @@ def runtime_keys(section: dict[str, Any]) -> RuntimeKeys:
 
 
 def configure_runtime(runtime: RuntimeKeys, mode: str | None = None) -> None:
-    """Apply the runtime section: device, execution mode (or `mode`), fused CPU kernels,
-    kernel threads."""
+    """Apply the runtime section: device, execution mode (or `mode`), compile level, fused
+    CPU kernels, kernel threads."""
     ms.set_device(runtime.device)
     graph = (mode or runtime.mode) == "graph"
     ms.set_context(mode=ms.GRAPH_MODE if graph else ms.PYNATIVE_MODE)
+    if runtime.jit_level is not None:
+        ms.set_context(jit_config={"jit_level": runtime.jit_level})
     kernels.use(runtime.cpu_kernels)
     if runtime.threads is not None:
         set_threads(runtime.threads)
