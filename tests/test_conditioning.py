@@ -20,7 +20,7 @@ from ddpm.diffusion.conditioning import (
 )
 from ddpm.evaluation.evaluator import Evaluator
 from ddpm.evaluation.feature_net import FeatureSpace
-from ddpm.sampling.reverse_step import ReverseStep, p_sample_loop
+from ddpm.sampling.reverse_step import ODEStep, ReverseStep, p_sample_loop
 from ddpm.training.build import model_fingerprint
 from ddpm.training.callbacks import SampleGrids
 from tests.conftest import compose_config, denoiser_of, make_diffusion, make_plan, trainer_of
@@ -144,25 +144,36 @@ def test_every_sampler_converges_to_the_guided_prediction(sampler, w, class_mean
 
 
 def test_guidance_is_paid_only_inside_its_interval(class_means):
-    """Outside the interval (w = 1) a step calls the network once on the plain batch; the
-    samples agree with those of the doubled batch at every step to float32 rounding."""
+    """Outside the interval (w = 1) a row calls the network once, on the plain batch; inside
+    it, twice on the plain batch (the labels, then the null class)."""
     d = make_diffusion("cosine", 100, objective="pred_x0")
     plan = make_plan(d, "dpm_solver", steps=10, guidance=3.0, guidance_interval=[0.2, 0.7])
     net = ClassMeans(class_means)
     step = ReverseStep(net, d.objective, clip_denoised=True, scales=plan.guidance)
-    labels = np.array([2, 0, 1])
-    x = p_sample_loop(step, plan, (3, 1, 4, 4), 0, labels=labels)
-    assert net.batches == [6 if w != 1.0 else 3 for w in plan.guidance]
+    p_sample_loop(step, plan, (3, 1, 4, 4), 0, labels=np.array([2, 0, 1]))
+    assert net.batches == [b for w in plan.guidance for b in ([3, 3] if w != 1.0 else [3])]
     assert step.at(1.0) is step.at(1.0) and not step.at(1.0).guided and step.at(3.0) is step
 
-    class AlwaysGuided(ReverseStep):
-        def at(self, w):
-            return self
 
-    everywhere = AlwaysGuided(ClassMeans(class_means), d.objective, True, plan.guidance)
-    np.testing.assert_allclose(
-        x, p_sample_loop(everywhere, plan, (3, 1, 4, 4), 0, labels=labels), rtol=0, atol=1e-6
-    )
+@pytest.mark.parametrize("w", [0.0, 1.0, 3.0])
+def test_the_loops_parts_are_the_whole_step(w, class_means):
+    """p_sample_loop runs a row as network calls and an update (ReverseStep.parts); ddpm.export
+    writes the whole step, guided on the doubled batch. The two agree to float32 rounding,
+    for DDPM's step and for an ODE step."""
+    d = make_diffusion("cosine", 100, objective="pred_x0")
+    rng = np.random.default_rng(4)
+    x, noise, prev = (Tensor(rng.standard_normal((3, 1, 4, 4)).astype(np.float32)) for _ in "xnp")
+    y, null = Tensor(np.array([2, 0, 1], np.int32)), Tensor(np.full(3, 3, np.int32))
+    net = ClassMeans(class_means)
+    steps = [ReverseStep(net, d.objective, True, [3.0, 1.0]), ODEStep(net, False, [3.0, 1.0])]
+    for step, width in zip(steps, (7, 9), strict=True):
+        coefs = rng.uniform(0.1, 0.9, width).astype(np.float32)
+        coefs[step.W] = w
+        t, coefs = Tensor(np.full(3, 30, np.int32)), Tensor(coefs)
+        whole = step.at(w)(x, t, y, coefs, noise, prev)
+        parts = step.parts()(w, x, t, y, null, coefs, noise, prev)
+        for a, b in zip(whole, parts, strict=True):
+            np.testing.assert_allclose(a.asnumpy(), b.asnumpy(), rtol=1e-6, atol=1e-6)
 
 
 def test_label_helpers():

@@ -26,6 +26,8 @@ class ReverseStep(nn.Cell):
     the null class; otherwise both come from one network call on the doubled batch
     [x_t, x_t], [y, null]. `at(w)` is the step to run where this step's w is known: a step
     of one network call on the plain batch where w is 0 or 1 (outside a guidance interval).
+    Called as a whole, the step is one graph (ddpm.export writes it); p_sample_loop runs it
+    in parts instead (`Evaluations`), so that every row calls one compiled network graph.
 
     A network that learns its variance (ddpm.diffusion.variance) outputs 2C channels; the
     step predicts x0_hat from the first C. With `variance` (a LearnedRange), the rows carry
@@ -34,6 +36,8 @@ class ReverseStep(nn.Cell):
     Without it the v channels are ignored (DDIM, DPM-Solver). Guidance combines the first
     C channels and keeps the conditional v, as GLIDE does.
     """
+
+    W = 6  # the column of coefs that holds w
 
     def __init__(
         self,
@@ -52,6 +56,7 @@ class ReverseStep(nn.Cell):
         self.unconditional = bool(np.all(scales == 0.0))
         self.guided = bool(self.null_class) and not (self.unconditional or np.all(scales == 1.0))
         object.__setattr__(self, "_plain", {})  # w -> the unguided step for that w, built once
+        object.__setattr__(self, "_parts", None)  # the Evaluations p_sample_loop runs
 
     def at(self, w: float) -> ReverseStep:
         """The step for a reverse step whose guidance scale is w: without the doubled batch
@@ -66,11 +71,25 @@ class ReverseStep(nn.Cell):
         """This step for another set of guidance scales."""
         return ReverseStep(self.network, self.objective, self.clip, scales, self.variance)
 
+    def parts(self) -> Evaluations:
+        """This step in parts, compiled once per step object and batch shape."""
+        if self._parts is None:
+            object.__setattr__(self, "_parts", Evaluations(self))
+        return self._parts
+
     def construct(
         self, x_t: Tensor, t: Tensor, y: Tensor, coefs: Tensor, noise: Tensor, x0_prev: Tensor
     ):
-        sqrt_ab, sqrt_1m_ab, a, b, c, sigma, w = (coefs[i] for i in range(7))
-        out = self.predict(x_t, t, y, w)
+        out = self.predict(self.network_input(x_t, coefs), t, y, coefs[self.W])
+        return self.update(out, x_t, coefs, noise, x0_prev)
+
+    def network_input(self, x_t: Tensor, coefs: Tensor) -> Tensor:
+        """What the network is fed at x_t: x_t itself."""
+        return x_t
+
+    def update(self, out: Tensor, x_t: Tensor, coefs: Tensor, noise: Tensor, x0_prev: Tensor):
+        """The step from the (guided) network output `out`: (x_prev, x0_hat)."""
+        sqrt_ab, sqrt_1m_ab, a, b, c, sigma = (coefs[i] for i in range(6))
         if self.learns_variance:
             channels = x_t.shape[1]
             out, v = out[:, :channels], out[:, channels:]
@@ -93,12 +112,23 @@ class ReverseStep(nn.Cell):
             ops.concat((x_t, x_t)), ops.concat((t, t)), ops.concat((y, null))
         )  # [2B, C, H, W]
         batch = x_t.shape[0]
-        cond, uncond = both[:batch], both[batch:]
+        return self.combine(both[:batch], both[batch:], w)
+
+    def combine(self, cond: Tensor, uncond: Tensor, w: Tensor) -> Tensor:
+        """Classifier-free guidance (Ho & Salimans 2022): uncond + w * (cond - uncond)."""
         guided = uncond + w * (cond - uncond)
         if self.learns_variance:  # the guided mean channels, the conditional v
-            channels = x_t.shape[1]
+            channels = guided.shape[1] // 2
             return ops.concat((guided[:, :channels], cond[:, channels:]), axis=1)
         return guided
+
+    def labels_at(self, w: float) -> str:
+        """Which labels `predict` gives the network at a row of scale w: "guided" (the labels
+        and the null class), or "null" or "y" alone."""
+        step = self.at(w)
+        if step.guided:
+            return "guided"
+        return "null" if step.unconditional and step.null_class else "y"
 
 
 class ODEStep(ReverseStep):
@@ -113,14 +143,67 @@ class ODEStep(ReverseStep):
     def with_scales(self, scales: float) -> ODEStep:
         return ODEStep(self.network, self.clip, scales)
 
-    def construct(
-        self, x: Tensor, t: Tensor, y: Tensor, coefs: Tensor, noise: Tensor, d_prev: Tensor
-    ):
-        c_in, _, c_skip, c_out, a, b, c, sigma, w = (coefs[i] for i in range(9))
-        d = c_skip * x + c_out * self.predict(c_in * x, t, y, w)
+    W = 8
+
+    def network_input(self, x: Tensor, coefs: Tensor) -> Tensor:
+        """c_in x."""
+        return coefs[0] * x
+
+    def update(self, out: Tensor, x: Tensor, coefs: Tensor, noise: Tensor, d_prev: Tensor):
+        """D from the (guided) F `out`, then the step: (x_next, D)."""
+        c_skip, c_out, a, b, c, sigma = (coefs[i] for i in range(2, 8))
+        d = c_skip * x + c_out * out
         if self.clip:
             d = ops.clamp(d, -1.0, 1.0)
         return a * d + c * d_prev + b * x + sigma * noise, d
+
+
+class _Network(nn.Cell):
+    """The step's network on its input at x: F(network_input(x), t, y)."""
+
+    def __init__(self, step: ReverseStep) -> None:
+        super().__init__()
+        self.step = step
+
+    def construct(self, x: Tensor, t: Tensor, y: Tensor, coefs: Tensor) -> Tensor:
+        return self.step.network(self.step.network_input(x, coefs), t, y)
+
+
+class _Update(nn.Cell):
+    """The step after its network calls: guided, combine(cond, uncond, w) first."""
+
+    def __init__(self, step: ReverseStep, guided: bool) -> None:
+        super().__init__()
+        self.step, self.guided = step, guided
+
+    def construct(self, cond, uncond, x: Tensor, coefs: Tensor, noise: Tensor, prev: Tensor):
+        out = self.step.combine(cond, uncond, coefs[self.step.W]) if self.guided else cond
+        return self.step.update(out, x, coefs, noise, prev)
+
+
+class Evaluations:
+    """A ReverseStep run as separate graphs: the network on one batch, called once per row
+    or, where the row guides, twice (on the labels and on the null class), then the update.
+    Every row reuses the one network graph of the batch's shape, so sampling compiles the
+    network once instead of once per distinct step, and a guided row's two calls cost what
+    one call on the doubled batch does (experiments/cpu_speed.md). The result is
+    ReverseStep's to float32 rounding."""
+
+    def __init__(self, step: ReverseStep) -> None:
+        self.step, self.network = step, _Network(step)
+        self.plain, self.guided = _Update(step, False), _Update(step, True)
+
+    def __call__(
+        self, w: float, x: Tensor, t: Tensor, y: Tensor, null: Tensor, coefs: Tensor, *state
+    ) -> tuple[Tensor, Tensor]:
+        """The row of scale w: (x_next, x0_hat) from x, the row's t and coefs, the labels y,
+        the null-class labels `null`, and `state` = (noise, x0_prev)."""
+        labels = self.step.labels_at(w)
+        if labels == "guided":
+            cond, uncond = self.network(x, t, y, coefs), self.network(x, t, null, coefs)
+            return self.guided(cond, uncond, x, coefs, *state)
+        out = self.network(x, t, null if labels == "null" else y, coefs)
+        return self.plain(out, out, x, coefs, *state)
 
 
 def reverse_process(
@@ -152,8 +235,9 @@ def p_sample_loop(
     a DDPM sampler's (ReverseStep) or an ODE plan (ODEStep).
 
     All per-step tensors are built before the loop; `on_step(i, x_i)` (for GIFs) is the
-    only reason the loop copies intermediate images back to the host. Each step runs
-    `step.at(w)` for its guidance scale w: guidance is paid only where it applies.
+    only reason the loop copies intermediate images back to the host. Each row runs
+    `step.parts()` at its guidance scale w: guidance is paid only where it applies, and all
+    rows share one compiled network graph.
     """
     rng = np.random.default_rng(seed)
     batch = shape[0]
@@ -162,11 +246,12 @@ def p_sample_loop(
     x = rng.standard_normal(shape, dtype=np.float32)
     x = Tensor(x if plan.init_scale == 1.0 else np.float32(plan.init_scale) * x)
     y = Tensor(np.zeros(batch, np.int32) if labels is None else np.asarray(labels, np.int32))
+    null = Tensor(np.full(batch, step.null_class, np.int32))
     x0 = ops.zeros_like(x)  # no previous prediction at the first step
-    steps = [step.at(float(w)) for w in plan.guidance]
+    parts = step.parts()
     for i in range(plan.num_steps):
         noise = Tensor(rng.standard_normal(shape, dtype=np.float32), mstype.float32)
-        x, x0 = steps[i](x, t_batches[i], y, coefs[i], noise, x0)
+        x, x0 = parts(float(plan.guidance[i]), x, t_batches[i], y, null, coefs[i], noise, x0)
         if on_step is not None:
             on_step(i, x.asnumpy())
     return np.clip(x.asnumpy(), -1.0, 1.0)
