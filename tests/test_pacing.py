@@ -7,14 +7,15 @@ fast or loaded this machine is.
 
 from __future__ import annotations
 
+import mindspore as ms
 import numpy as np
 import pytest
 
 from ddpm.config.groups import resolve
 from ddpm.config.run_folder import RunFolder
 from ddpm.training import checkpoint
-from ddpm.training.budget import Budget, fixed
-from ddpm.training.build import build_parts, build_trainer
+from ddpm.training.budget import Budget, capacity_for, fixed, time_steps
+from ddpm.training.build import build_parts, build_probe, build_trainer
 from ddpm.training.callbacks import Evaluation, SampleGrids, Summary
 from ddpm.training.lr_schedule import cosine_lr
 from tests.conftest import compose_config
@@ -116,3 +117,34 @@ def test_a_resumed_budget_keeps_its_replans_and_spends_only_what_is_left(tmp_pat
     spent = meta["Pacing"]["spent_s"] + second.loop_seconds
     assert abs(spent - budget.seconds) <= 0.02 * budget.seconds
     assert abs(second.step - steps) <= 2
+
+
+def test_the_probe_times_the_runs_own_step_and_rewinds_it(tmp_path, graph_mode):
+    """The budget's probe compiles and times the run's own train step, then sets its every
+    Parameter back: the run goes on with that compiled graph, and its first step is the
+    first step of a run that was never timed."""
+    cfg = compose_config("trainer.minutes=0.1")
+
+    def parts():
+        ms.set_seed(0)
+        return build_parts(resolve(cfg))
+
+    timed_parts = parts()
+    probe = build_probe(timed_parts, None, capacity_for(0.1))
+    step = probe.train_step
+    before = {p.name: p.asnumpy().copy() for p in step.get_parameters()}
+    rate, timed = time_steps(probe, seconds=0.2)
+    assert rate > 0 and timed >= 3
+    for p in step.get_parameters():
+        np.testing.assert_array_equal(p.asnumpy(), before[p.name], err_msg=p.name)
+    budget = fixed(0.1, rate, timed)
+    trainer, _ = build_trainer(timed_parts, tmp_path, None, budget, step)
+    untimed, _ = build_trainer(parts(), tmp_path / "untimed", None, budget)
+    assert trainer.train_step is step and step.compile_cache
+    compiled = set(step.compile_cache)
+    losses = {}
+    for name, run in (("timed", trainer), ("untimed", untimed)):
+        stream = run.stream()
+        losses[name] = [run.train_one(next(stream)).losses for _ in range(2)]
+    assert step.compile_cache == compiled  # the run's steps compiled nothing
+    np.testing.assert_array_equal(losses["timed"], losses["untimed"])

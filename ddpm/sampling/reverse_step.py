@@ -170,28 +170,28 @@ class _Network(nn.Cell):
 
 
 class _Update(nn.Cell):
-    """The step after its network calls: guided, combine(cond, uncond, w) first."""
+    """The step after its network calls: combine(cond, uncond, w), then update. A row of
+    one call passes its output as both, and uncond + w * 0 is that output exactly."""
 
-    def __init__(self, step: ReverseStep, guided: bool) -> None:
+    def __init__(self, step: ReverseStep) -> None:
         super().__init__()
-        self.step, self.guided = step, guided
+        self.step = step
 
     def construct(self, cond, uncond, x: Tensor, coefs: Tensor, noise: Tensor, prev: Tensor):
-        out = self.step.combine(cond, uncond, coefs[self.step.W]) if self.guided else cond
+        out = self.step.combine(cond, uncond, coefs[self.step.W])
         return self.step.update(out, x, coefs, noise, prev)
 
 
 class Evaluations:
     """A ReverseStep run as separate graphs: the network on one batch, called once per row
     or, where the row guides, twice (on the labels and on the null class), then the update.
-    Every row reuses the one network graph of the batch's shape, so sampling compiles the
-    network once instead of once per distinct step, and a guided row's two calls cost what
-    one call on the doubled batch does (experiments/cpu_speed.md). The result is
-    ReverseStep's to float32 rounding."""
+    Every row reuses the one network graph and the one update graph of the batch's shape,
+    so sampling compiles the network once instead of once per distinct step, and a guided
+    row's two calls cost what one call on the doubled batch does
+    (experiments/cpu_speed.md). The result is ReverseStep's to float32 rounding."""
 
     def __init__(self, step: ReverseStep) -> None:
-        self.step, self.network = step, _Network(step)
-        self.plain, self.guided = _Update(step, False), _Update(step, True)
+        self.step, self.network, self.update = step, _Network(step), _Update(step)
 
     def __call__(
         self, w: float, x: Tensor, t: Tensor, y: Tensor, null: Tensor, coefs: Tensor, *state
@@ -201,9 +201,9 @@ class Evaluations:
         labels = self.step.labels_at(w)
         if labels == "guided":
             cond, uncond = self.network(x, t, y, coefs), self.network(x, t, null, coefs)
-            return self.guided(cond, uncond, x, coefs, *state)
+            return self.update(cond, uncond, x, coefs, *state)
         out = self.network(x, t, null if labels == "null" else y, coefs)
-        return self.plain(out, out, x, coefs, *state)
+        return self.update(out, out, x, coefs, *state)
 
 
 def reverse_process(

@@ -1,16 +1,18 @@
 """Time budgets: `trainer.minutes=M` trains for M minutes of wall time.
 
 The learning-rate schedule needs its horizon before the first step, so a first step count
-is fixed up front: a throwaway copy of the run compiles its train step and times a few
-real steps (data, noise, the step itself), and the count is the budget times that rate.
-It is recorded in budget.json and in the run's saved config.
+is fixed up front: the run's own train step compiles and times a few real steps (data,
+noise, the step itself), its state is then rewound, and the count is the budget times
+that rate. It is recorded in budget.json and in the run's saved config. The run goes on
+with the step the probe compiled.
 
 That count misses what the loop does besides the step (logging, periodic grids and
 evaluations, checkpoints) and any drift of the machine's speed during the run, so `Pacing`
 re-fixes it as the run goes: about every 1% of the budget it measures the loop's recent
 rate, everything included, and sets the total to what the rest of the budget fits. The
 cosine decay is stretched or shrunk from that step on (lr_schedule.cosine_lr's `replans`),
-within an LR table of `capacity` steps that the compiled step holds. The replans and the
+within an LR table of `capacity` steps that the compiled step holds, sized from the budget
+alone (MAX_STEPS_PER_S) so that it is fixed before the probe compiles the step. The replans and the
 budget spent go into each checkpoint, so a resumed run rebuilds the same schedule and
 spends only what is left. The budget covers the training loop after its first
 (compiling) step; start-up and the final samples and evaluations come on top.
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from mindspore import Tensor
 from omegaconf import DictConfig, OmegaConf
 
 from ddpm.config.run_folder import RunFolder
@@ -59,18 +62,23 @@ class Budget:
 # a loop that has not run this many gets no replan, except at its planned end.
 MIN_WINDOW_STEPS = 10
 
-# The LR table's length over the first step count: room for a machine that runs this much
-# faster than its timing said.
-CAPACITY_FACTOR = 2.0
+# The LR table holds the budget's seconds at this rate: the most steps pacing may give a
+# run (a 7-minute budget: 42,000 entries, 168 kB in each checkpoint).
+MAX_STEPS_PER_S = 100.0
+
+
+def capacity_for(minutes: float) -> int:
+    """The LR table's length for a budget of `minutes`."""
+    return max(1, math.ceil(minutes * 60.0 * MAX_STEPS_PER_S))
 
 
 def steps_for(minutes: float, steps_per_s: float) -> int:
-    return max(1, math.floor(minutes * 60.0 * steps_per_s))
+    return min(max(1, math.floor(minutes * 60.0 * steps_per_s)), capacity_for(minutes))
 
 
 def fixed(minutes: float, steps_per_s: float, timed_steps: int) -> Budget:
     steps = steps_for(minutes, steps_per_s)
-    return Budget(minutes, steps_per_s, timed_steps, steps, math.ceil(CAPACITY_FACTOR * steps))
+    return Budget(minutes, steps_per_s, timed_steps, steps, capacity_for(minutes))
 
 
 def recorded(run_dir: Path) -> Budget | None:
@@ -98,18 +106,25 @@ def record(run_dir: Path, budget: Budget, cfg: DictConfig) -> None:
 
 def time_steps(trainer: Trainer, seconds: float, warmup: int = 2) -> tuple[float, int]:
     """(steps per second, steps timed) of `trainer`'s loop body on its real batches, after
-    `warmup` steps (the first compiles). It trains that trainer's state.
+    `warmup` steps (the first compiles). Every Parameter of the trainer's step (weights,
+    optimiser, EMA, LR table) is set back afterwards, so the step, compiled, trains on as if
+    it had not been timed.
 
     The rate is 1 / the median step time, which a burst of other load on the machine moves
     less than it moves the mean."""
-    stream = trainer.stream()
-    for _ in range(warmup):
-        trainer.train_one(next(stream))
-    start, times = time.perf_counter(), []
-    while len(times) < 3 or time.perf_counter() - start < seconds:
-        begin = time.perf_counter()
-        trainer.train_one(next(stream))
-        times.append(time.perf_counter() - begin)
+    state = [(p, Tensor(p.asnumpy().copy())) for p in trainer.train_step.get_parameters()]
+    try:
+        stream = trainer.stream()
+        for _ in range(warmup):
+            trainer.train_one(next(stream))
+        start, times = time.perf_counter(), []
+        while len(times) < 3 or time.perf_counter() - start < seconds:
+            begin = time.perf_counter()
+            trainer.train_one(next(stream))
+            times.append(time.perf_counter() - begin)
+    finally:
+        for param, value in state:
+            param.set_data(value)
     return 1.0 / float(np.median(times)), len(times)
 
 

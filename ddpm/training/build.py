@@ -143,13 +143,17 @@ def build_parts(run: RunConfig) -> TrainingParts:
     return TrainingParts(run, diffusion, network, ema_network, classes, data)
 
 
-def build_probe(parts: TrainingParts, world: World | None = None) -> Trainer:
-    """A throwaway trainer on a fresh copy of the network, for timing (ddpm.training.budget);
-    it shares the data and leaves `parts` untouched."""
+def build_probe(
+    parts: TrainingParts, world: World | None = None, length: int | None = None
+) -> Trainer:
+    """A trainer without callbacks on the run's network, for timing (budget.time_steps,
+    which rewinds its step's state); build_trainer takes its step, LR table of `length`
+    entries, and goes on with the graph the timing compiled."""
     run = parts.run
-    _, network = denoiser(run, parts.classes)
     steps = total_steps(run.trainer, len(parts.data.images))
-    step, _ = build_train_step(run.trainer, run["loss"], network, parts.diffusion, steps)
+    step, _ = build_train_step(
+        run.trainer, run["loss"], parts.network, parts.diffusion, steps, length
+    )
     return Trainer(run.trainer, step, parts.batches(), run.top.seed, world)
 
 
@@ -171,14 +175,22 @@ def build_trainer(
     run_dir: Path,
     world: World | None = None,
     budget: Budget | None = None,
+    train_step: TrainStep | None = None,
 ) -> tuple[Trainer, cb.Checkpoints]:
     """The trainer of a run (for this worker of `world`) and its checkpoints; a `budget`
-    (ddpm.training.budget) fixes the first step count and paces the run."""
+    (ddpm.training.budget) fixes the first step count and paces the run. `train_step`, the
+    step of the probe that timed the budget (build_probe), is used instead of a new one."""
     run, diffusion, world = parts.run, parts.diffusion, world or World()
     steps = budget.steps if budget else total_steps(run.trainer, len(parts.data.images))
     cfg = dataclasses.replace(run.trainer, steps=steps)
     length = budget.capacity if budget and budget.capacity > steps else None
-    train_step, lrs = build_train_step(cfg, run["loss"], parts.network, diffusion, steps, length)
+    if train_step is None:
+        train_step, lrs = build_train_step(
+            cfg, run["loss"], parts.network, diffusion, steps, length
+        )
+    else:
+        lrs = cosine_lr(steps, cfg.lr, cfg.min_lr, cfg.warmup_steps, length)
+        train_step.set_learning_rates(lrs)
     pacing = [build_pacing(cfg, budget, train_step, lrs)] if length else []
     sampler, dataset, k = run["sampler"], run["dataset"], len(parts.classes or [])
     reverse_step, plan = reverse_process(parts.ema_network, diffusion, sampler)

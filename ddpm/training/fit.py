@@ -23,6 +23,7 @@ from ddpm.runtime.distributed import World, init_world
 from ddpm.training import budget as budgets
 from ddpm.training.build import TrainingParts, build_parts, build_probe, build_trainer
 from ddpm.training.checkpoint import resolve_resume
+from ddpm.training.step import TrainStep
 
 log = logging.getLogger("ddpm")
 
@@ -68,27 +69,29 @@ def report_schedule(alpha_bar_T: float, schedule: Option) -> None:
         )
 
 
-def fixed_budget(parts: TrainingParts, run_dir: Path, world: World) -> budgets.Budget | None:
-    """trainer.minutes as a step count: the one this run recorded, or timed now on a probe."""
+def fixed_budget(
+    parts: TrainingParts, run_dir: Path, world: World
+) -> tuple[budgets.Budget | None, TrainStep | None]:
+    """trainer.minutes as a step count: the one this run recorded, or timed now on the
+    run's own train step (returned with it, compiled and rewound)."""
     run = parts.run
     minutes = run.trainer.minutes
     if minutes is None:
-        return None
+        return None, None
     budget = budgets.recorded(run_dir)
     if budget is not None:
         log.info("budget: %d steps, as fixed when the run started", budget.steps)
-        return budget
+        return budget, None
     if world.size > 1:
         raise ConfigError(
             "trainer.minutes needs one step count on every worker; under data parallelism "
             "set trainer.steps instead"
         )
-    probe = build_probe(parts, world)
+    probe = build_probe(parts, world, budgets.capacity_for(minutes))
     rate, timed = budgets.time_steps(probe, seconds=min(10.0, max(3.0, 3.0 * minutes)))
-    del probe
     budget = budgets.fixed(minutes, rate, timed)
     budgets.record(run_dir, budget, run.composed)
-    return budget
+    return budget, probe.train_step
 
 
 def fit_run(cfg: DictConfig, run_dir: Path) -> tuple[Path, dict[str, float]]:
@@ -100,8 +103,8 @@ def fit_run(cfg: DictConfig, run_dir: Path) -> tuple[Path, dict[str, float]]:
     if resume:
         run_dir, candidates = resolve_resume(str(resume), run_dir)
     parts = build_parts(run)
-    budget = fixed_budget(parts, run_dir, world)
-    trainer, checkpoints = build_trainer(parts, run_dir, world, budget)
+    budget, timed_step = fixed_budget(parts, run_dir, world)
+    trainer, checkpoints = build_trainer(parts, run_dir, world, budget, timed_step)
     if candidates:
         restored = checkpoints.restore(trainer, candidates)
         log.info("resumed from %s at step %d", restored, trainer.step)

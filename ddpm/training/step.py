@@ -280,7 +280,10 @@ class TrainStep(nn.Cell):
 
     def set_learning_rates(self, lrs: np.ndarray) -> None:
         """Replace the per-step LR table (same length: the compiled step keeps its graph)."""
-        self.optimizer.learning_rate.learning_rate.set_data(Tensor(lrs))
+        table = self.optimizer.learning_rate.learning_rate
+        if tuple(table.shape) != lrs.shape:
+            raise ValueError(f"an LR table of {lrs.shape} for the step's {tuple(table.shape)}")
+        table.set_data(Tensor(lrs))
 
     def _fused_update(self, grads, loss_sum, ema_decay):
         opt = self.optimizer
