@@ -12,9 +12,9 @@ re-fixes it as the run goes: about every 1% of the budget it measures the loop's
 rate, everything included, and sets the total to what the rest of the budget fits. The
 cosine decay is stretched or shrunk from that step on (lr_schedule.cosine_lr's `replans`),
 within an LR table of `capacity` steps that the compiled step holds, sized from the budget
-alone (MAX_STEPS_PER_S) so that it is fixed before the probe compiles the step. The replans and the
-budget spent go into each checkpoint, so a resumed run rebuilds the same schedule and
-spends only what is left. The budget covers the training loop after its first
+alone (MAX_STEPS_PER_S) so that it is fixed before the probe compiles the step. The
+replans and the budget spent go into each checkpoint, so a resumed run rebuilds the same
+schedule and spends only what is left. The budget covers the training loop after its first
 (compiling) step; start-up and the final samples and evaluations come on top.
 """
 
