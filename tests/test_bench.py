@@ -58,7 +58,7 @@ def test_bench_cli_writes_every_figure(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "| train step, step-paired with the other framework (s) |" in proc.stdout
-    assert "train step, MindSpore / PyTorch per pair (3 pairs): median" in proc.stdout
+    assert "train step, MindSpore / PyTorch eager per round (3 rounds): median" in proc.stdout
     case = json.loads(out.read_text())["cases"]["quick"]
     for framework in ("mindspore", "torch"):
         figures = case[framework]

@@ -183,12 +183,13 @@ class _Update(nn.Cell):
 
 
 class Evaluations:
-    """A ReverseStep run as separate graphs: the network on one batch, called once per row
-    or, where the row guides, twice (on the labels and on the null class), then the update.
-    Every row reuses the one network graph and the one update graph of the batch's shape,
-    so sampling compiles the network once instead of once per distinct step, and a guided
-    row's two calls cost what one call on the doubled batch does
-    (experiments/cpu_speed.md). The result is ReverseStep's to float32 rounding."""
+    """A guided ReverseStep run as separate graphs: the network on one batch, called once
+    per row or, where the row guides, twice (on the labels and on the null class), then the
+    update. Every row reuses the one network graph and the one update graph of the batch's
+    shape, so sampling compiles the network once instead of once per distinct step, and a
+    guided row's two calls cost what one call on the doubled batch does
+    (experiments/cpu_speed.md). The result is ReverseStep's to float32 rounding. A step that
+    never guides has one distinct row, and runs whole: one graph, one launch a row."""
 
     def __init__(self, step: ReverseStep) -> None:
         self.step, self.network, self.update = step, _Network(step), _Update(step)
@@ -198,6 +199,8 @@ class Evaluations:
     ) -> tuple[Tensor, Tensor]:
         """The row of scale w: (x_next, x0_hat) from x, the row's t and coefs, the labels y,
         the null-class labels `null`, and `state` = (noise, x0_prev)."""
+        if not self.step.guided:
+            return self.step(x, t, y, coefs, *state)
         labels = self.step.labels_at(w)
         if labels == "guided":
             cond, uncond = self.network(x, t, y, coefs), self.network(x, t, null, coefs)
