@@ -122,14 +122,6 @@ class ReverseStep(nn.Cell):
             return ops.concat((guided[:, :channels], cond[:, channels:]), axis=1)
         return guided
 
-    def labels_at(self, w: float) -> str:
-        """Which labels `predict` gives the network at a row of scale w: "guided" (the labels
-        and the null class), or "null" or "y" alone."""
-        step = self.at(w)
-        if step.guided:
-            return "guided"
-        return "null" if step.unconditional and step.null_class else "y"
-
 
 class ODEStep(ReverseStep):
     """One row of an ODE plan (ddpm.diffusion.ode_samplers.ODE_COEFS): the continuous
@@ -137,13 +129,13 @@ class ODEStep(ReverseStep):
     x_next = a D + c D_prev + b x + noise z; returns (x_next, D). `t` is the row's noise
     label c_noise for the batch, and guidance combines F as ReverseStep does."""
 
+    W = 8  # the column of coefs that holds w
+
     def __init__(self, network: nn.Cell, clip_denoised: bool, scales=1.0) -> None:
         super().__init__(network, None, clip_denoised, scales)
 
     def with_scales(self, scales: float) -> ODEStep:
         return ODEStep(self.network, self.clip, scales)
-
-    W = 8
 
     def network_input(self, x: Tensor, coefs: Tensor) -> Tensor:
         """c_in x."""
@@ -201,11 +193,11 @@ class Evaluations:
         the null-class labels `null`, and `state` = (noise, x0_prev)."""
         if not self.step.guided:
             return self.step(x, t, y, coefs, *state)
-        labels = self.step.labels_at(w)
-        if labels == "guided":
+        row = self.step.at(w)  # the labels it sees are those `predict` would give it
+        if row.guided:
             cond, uncond = self.network(x, t, y, coefs), self.network(x, t, null, coefs)
             return self.update(cond, uncond, x, coefs, *state)
-        out = self.network(x, t, null if labels == "null" else y, coefs)
+        out = self.network(x, t, null if row.unconditional else y, coefs)
         return self.update(out, out, x, coefs, *state)
 
 

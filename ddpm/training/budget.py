@@ -30,11 +30,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from mindspore import Tensor
+from mindspore import Parameter
 from omegaconf import DictConfig, OmegaConf
 
 from ddpm.config.run_folder import RunFolder
 from ddpm.runtime import atomic
+from ddpm.training import checkpoint
 from ddpm.training.callbacks import Callback, StepResult
 
 if TYPE_CHECKING:
@@ -106,13 +107,14 @@ def record(run_dir: Path, budget: Budget, cfg: DictConfig) -> None:
 
 def time_steps(trainer: Trainer, seconds: float, warmup: int = 2) -> tuple[float, int]:
     """(steps per second, steps timed) of `trainer`'s loop body on its real batches, after
-    `warmup` steps (the first compiles). Every Parameter of the trainer's step (weights,
-    optimiser, EMA, LR table) is set back afterwards, so the step, compiled, trains on as if
-    it had not been timed.
+    `warmup` steps (the first compiles). The step's training state (weights, optimiser, EMA)
+    is set back afterwards, as a resume sets it, so the step, compiled, trains on as if it
+    had not been timed.
 
     The rate is 1 / the median step time, which a burst of other load on the machine moves
     less than it moves the mean."""
-    state = [(p, Tensor(p.asnumpy().copy())) for p in trainer.train_step.get_parameters()]
+    step = trainer.train_step
+    state = {p.name: Parameter(p.asnumpy().copy(), name=p.name) for p in step.get_parameters()}
     try:
         stream = trainer.stream()
         for _ in range(warmup):
@@ -123,8 +125,7 @@ def time_steps(trainer: Trainer, seconds: float, warmup: int = 2) -> tuple[float
             trainer.train_one(next(stream))
             times.append(time.perf_counter() - begin)
     finally:
-        for param, value in state:
-            param.set_data(value)
+        checkpoint.load_state(step, state)  # the LR table, which a step only reads, aside
     return 1.0 / float(np.median(times)), len(times)
 
 

@@ -55,10 +55,21 @@ def total_steps(trainer: TrainerConfig, num_images: int) -> int:
     return trainer.steps
 
 
+def learning_rates(
+    trainer: TrainerConfig,
+    steps: int,
+    length: int | None = None,
+    replans: Sequence[tuple[int, int]] = (),
+) -> np.ndarray:
+    """The per-step LR table of trainer's lr, min_lr and warm-up over `steps`
+    (lr_schedule.cosine_lr)."""
+    return cosine_lr(steps, trainer.lr, trainer.min_lr, trainer.warmup_steps, length, replans)
+
+
 def build_optimizer(
     trainer: TrainerConfig, network: nn.Cell, steps: int, length: int | None = None
 ) -> tuple[nn.Adam, np.ndarray]:
-    lrs = cosine_lr(steps, trainer.lr, trainer.min_lr, trainer.warmup_steps, length)
+    lrs = learning_rates(trainer, steps, length)
     beta1, beta2 = trainer.adam_betas
     adam = nn.Adam(network.trainable_params(), learning_rate=Tensor(lrs), beta1=beta1, beta2=beta2)
     return adam, lrs
@@ -164,7 +175,7 @@ def build_pacing(
     reads) and the step's copy of it in place."""
 
     def relearn(replans: Sequence[tuple[int, int]]) -> None:
-        lrs[:] = cosine_lr(budget.steps, cfg.lr, cfg.min_lr, cfg.warmup_steps, len(lrs), replans)
+        lrs[:] = learning_rates(cfg, budget.steps, len(lrs), replans)
         train_step.set_learning_rates(lrs)
 
     return Pacing(budget, relearn)
@@ -189,7 +200,7 @@ def build_trainer(
             cfg, run["loss"], parts.network, diffusion, steps, length
         )
     else:
-        lrs = cosine_lr(steps, cfg.lr, cfg.min_lr, cfg.warmup_steps, length)
+        lrs = learning_rates(cfg, steps, length)
         train_step.set_learning_rates(lrs)
     pacing = [build_pacing(cfg, budget, train_step, lrs)] if length else []
     sampler, dataset, k = run["sampler"], run["dataset"], len(parts.classes or [])

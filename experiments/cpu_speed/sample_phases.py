@@ -39,7 +39,7 @@ def main() -> None:
     p_sample_loop(step, plan, shape, seed=0, on_step=on_step, labels=labels)
     print(f"sampling: {time.perf_counter() - loaded:.1f} s")
     for i, (w, s) in enumerate(zip(plan.guidance, times, strict=True)):
-        kind = "guided" if step.labels_at(float(w)) == "guided" else "plain"
+        kind = "guided" if step.at(float(w)).guided else "plain"
         print(f"  step {i:2d} (w = {w:g}, {kind}): {s:.2f} s")
 
 
