@@ -11,11 +11,14 @@ import platform
 # Runtime settings that must be in the environment before MindSpore (and its libgomp)
 # load; each is set only if the user has not set it. `ENV_SET_HERE` lists the ones set
 # here. DDPM_ENV_DEFAULTS=0 sets none (`ddpm.bench` runs its PyTorch twin so).
-_defaults = {
-    # The fused CPU kernels (ddpm.nn.kernels) run on OpenMP threads; passive waiting keeps
-    # their idle threads from spinning against MindSpore's own worker threads.
-    "OMP_WAIT_POLICY": "PASSIVE",
-}
+_defaults = {}
+if "OMP_WAIT_POLICY" not in os.environ:
+    # The fused CPU kernels (ddpm.nn.kernels) run on OpenMP threads. libgomp's default spin
+    # (300,000 rounds) holds a core that MindSpore's own threads wait for; a short one
+    # catches the next kernel of a step without a futex wake-up, and then the thread sleeps
+    # (experiments/cpu_speed.md, "OpenMP's wait"). GOMP_SPINCOUNT counts only while
+    # OMP_WAIT_POLICY is unset.
+    _defaults["GOMP_SPINCOUNT"] = "1000"
 if platform.machine().lower() in ("x86_64", "amd64"):
     # On AVX-512 CPUs MindSpore hands oneDNN plain NCHW tensors, for which every k > 1
     # convolution takes oneDNN's reference kernel; capping the ISA at AVX2 selects gemm:jit.

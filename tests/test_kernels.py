@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import mindspore as ms
 import numpy as np
 import pytest
@@ -340,3 +344,20 @@ def test_fma_peak_loop_reports_its_rate_and_method():
     assert np.isfinite(gflops) and gflops > 0
     width = int(method.split(" x ")[1].split()[0])
     assert width in (1, 8, 16) and "threads" in method
+
+
+@pytest.mark.parametrize(
+    "env,spincount",
+    [({}, "1000"), ({"OMP_WAIT_POLICY": "PASSIVE"}, "None"), ({"GOMP_SPINCOUNT": "50"}, "50")],
+)
+def test_import_sets_a_short_openmp_spin_unless_the_user_chose(env, spincount):
+    """The kernels' OpenMP threads spin 1000 rounds before they sleep, unless the user set
+    a wait policy (under which libgomp ignores GOMP_SPINCOUNT) or a spin count."""
+    chosen = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "DDPM_ENV_DEFAULTS")
+    base = {k: v for k, v in os.environ.items() if k not in chosen}
+    code = "import os, ddpm; print(os.environ.get('GOMP_SPINCOUNT'))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env={**base, **env}, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-1] == spincount

@@ -1,0 +1,65 @@
+"""Train steps of two plane-size gates for the dense-convolution kernels, step-paired in one
+process (experiments/cpu_speed.md, "Small planes").
+
+    GATE=NAME:A,B python experiments/cpu_speed/ab_gate.py [overrides...]
+
+Builds the default recipe's budget-probe trainer twice, compiling each right after setting
+the gate NAME of ddpm.nn.kernels.layers (a constant of the graph) to A, then to B. The
+default, KERNEL_MIN_PIXELS:196,16, runs the forward and dx kernels from 14x14 planes up,
+then from 4x4 (meaningful with flat_tiles.patch applied); KERNEL_DW_MIN_PIXELS:784,196 runs
+the dw kernel from 28x28, then from 14x14. Then 60 rounds of one step each, alternating
+which goes first, and prints the medians and the per-pair ratio B / A.
+"""
+
+import os
+import sys
+import time
+
+import ddpm  # noqa: F401  (sets the oneDNN and OpenMP variables first)
+
+# isort: split
+import numpy as np
+from hydra import compose, initialize_config_dir
+
+import ddpm.nn.kernels.layers as layers
+from ddpm.config.groups import CONF_DIR, resolve
+from ddpm.training.build import build_parts, build_probe
+from ddpm.training.fit import setup_runtime
+
+NAME, VALUES = os.environ.get("GATE", "KERNEL_MIN_PIXELS:196,16").split(":")
+GATES = {f"{NAME}={v}": int(v) for v in VALUES.split(",")}
+
+
+def main() -> None:
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        overrides = ["trainer.minutes=null", "trainer.steps=2000", *sys.argv[1:]]
+        run = resolve(compose("config", overrides=overrides))
+    setup_runtime(run)
+    trainers = {}
+    for name, gate in GATES.items():
+        setattr(layers, NAME, gate)
+        trainer = build_probe(build_parts(run))
+        stream = trainer.stream()
+        for _ in range(3):  # compiles with this gate
+            trainer.train_one(next(stream))
+        trainers[name] = (trainer, stream)
+    times = {name: [] for name in trainers}
+    for i in range(60):
+        for name in list(trainers)[:: 1 if i % 2 == 0 else -1]:
+            trainer, stream = trainers[name]
+            batch = next(stream)
+            start = time.perf_counter()
+            trainer.train_one(batch)
+            times[name].append(time.perf_counter() - start)
+            time.sleep(0.05)
+    old, new = (np.array(t) for t in times.values())
+    medians = {name: round(1000 * float(np.median(t)), 1) for name, t in times.items()}
+    quartiles = np.round(np.percentile(new / old, [25, 75]), 3)
+    print(
+        f"median step (ms): {medians}; per-pair ratio {float(np.median(new / old)):.3f} "
+        f"(quartiles {quartiles[0]}-{quartiles[1]})"
+    )
+
+
+if __name__ == "__main__":
+    main()
