@@ -6,9 +6,9 @@ process (experiments/cpu_speed.md, "Small planes").
 Builds the default recipe's budget-probe trainer twice, compiling each right after setting
 the gate NAME of ddpm.nn.kernels.layers (a constant of the graph) to A, then to B. The
 default, KERNEL_MIN_PIXELS:196,16, runs the forward and dx kernels from 14x14 planes up,
-then from 4x4 (meaningful with flat_tiles.patch applied); KERNEL_DW_MIN_PIXELS:784,196 runs
+then from 4x4 (the shipped gate); KERNEL_DW_MIN_PIXELS:784,196 runs
 the dw kernel from 28x28, then from 14x14. Then 60 rounds of one step each, alternating
-which goes first, and prints the medians and the per-pair ratio B / A.
+which goes first (PAIRS, default 60), and prints the medians and the per-pair ratio B / A.
 """
 
 import os
@@ -44,7 +44,7 @@ def main() -> None:
             trainer.train_one(next(stream))
         trainers[name] = (trainer, stream)
     times = {name: [] for name in trainers}
-    for i in range(60):
+    for i in range(int(os.environ.get("PAIRS", "60"))):
         for name in list(trainers)[:: 1 if i % 2 == 0 else -1]:
             trainer, stream = trainers[name]
             batch = next(stream)

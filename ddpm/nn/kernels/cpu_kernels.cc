@@ -499,12 +499,15 @@ struct AlignedZeros {
 // `reach`: how far past a position's start one read runs (8 for a vector read at each
 // position u < U, a tile's columns for a read from a row's start), so the plane's slack
 // covers the largest tap offset plus that.
+// With `shared`, a row's P right-hand zeros are also the next row's left-hand ones (Wp =
+// W + P), as neighbouring images share their zero rows: fewer positions, the same taps.
 struct TallGrid {
   int B, H, W, P, Wp;
   size_t plane, U;  // floats per channel plane (with slack for over-reads); positions, padded
-  TallGrid(int b, int h, int w, int k, int reach = 8) : B(b), H(h), W(w), P(k / 2), Wp(w + 2 * (k / 2)) {
+  TallGrid(int b, int h, int w, int k, int reach = 8, bool shared = false)
+      : B(b), H(h), W(w), P(k / 2), Wp(w + (shared ? 1 : 2) * (k / 2)) {
     U = ((size_t)B * (H + P) * Wp + 7) / 8 * 8;
-    plane = U + (size_t)(2 * P + 1) * Wp + reach;
+    plane = U + (size_t)2 * P * (Wp + 1) + reach;  // the last tap reads 2P rows and 2P columns on
   }
   size_t out_row(int b, int h) const { return (size_t)(b * (H + P) + h) * Wp; }
   // Where tap k = (c, p, q) of a K x K kernel reads, relative to an output position.
@@ -640,25 +643,66 @@ void correlate_dense_mr(const float *src, const float *w, float *dst, const Dens
   }
 }
 
+// Small planes (W < L): a tile's NR columns are NR consecutive positions of a shared-column
+// grid, across rows and images, so a 7 x 7 plane computes 49 of every 64 positions instead
+// of 7 of 16. Tiles go to a position-major buffer y [D, U]; the outputs are then read out of
+// it row by row, the padding positions dropped.
+template <int MR, int NV, int L>
+void correlate_flat_mr(const float *src, const float *w, float *dst, const DenseConv &v) {
+  constexpr int NR = NV * L;
+  const int K = v.K, taps = v.S * K * K, blocks = (v.D + MR - 1) / MR;
+  const TallGrid g(v.B, v.H, v.W, K, NR, true);
+  const int tiles = (g.U + NR - 1) / NR;
+  const size_t ld = (size_t)tiles * NR;
+  AlignedZeros a((size_t)blocks * taps * MR), st((size_t)v.S * g.plane), y((size_t)blocks * MR * ld);
+  std::vector<size_t> off(taps);
+  for (int k = 0; k < taps; ++k) off[k] = g.tap(k);
+#pragma omp parallel
+  {
+#pragma omp for schedule(static)
+    for (int d = 0; d < v.D; ++d)
+      for (int k = 0; k < taps; ++k) a.data()[((size_t)(d / MR) * taps + k) * MR + d % MR] = v.a_at(w, d, k);
+    to_padded_grid(src, st.data(), v.S, g);  // omp for: all wait here
+    alignas(64) float out[MR * NR];
+#pragma omp for schedule(static)
+    for (int r = 0; r < tiles * blocks; ++r) {
+      const int t = r / blocks, m = r % blocks;
+      gemm_row_tile<MR, NV, L>(taps, a.data() + (size_t)m * taps * MR, st.data() + (size_t)t * NR, off.data(), out);
+      for (int i = 0; i < MR; ++i)
+        std::memcpy(y.data() + (m * MR + i) * ld + (size_t)t * NR, out + i * NR, NR * sizeof(float));
+    }
+#pragma omp for schedule(static)
+    for (int bd = 0; bd < v.B * v.D; ++bd)
+      for (int h = 0; h < v.H; ++h)
+        std::memcpy(dst + ((size_t)bd * v.H + h) * v.W, y.data() + (bd % v.D) * ld + g.out_row(bd / v.D, h),
+                    v.W * sizeof(float));
+  }
+}
+
 // A tile row of NV vectors of L lanes: two where W is wider than one vector, else one, with
 // the tile twice as tall. The height is the one that pads D least (the taller on ties): D = 18
 // takes 9, 36 takes 12.
-template <int NV, int L, int... Heights>
+template <bool Flat, int NV, int L, int... Heights>
 void correlate_dense_nv(const float *src, const float *w, float *dst, const DenseConv &v) {
   constexpr int heights[] = {Heights...};
   int best = heights[0];
   for (int mr : heights)
     if ((v.D + mr - 1) / mr * mr < (v.D + best - 1) / best * best) best = mr;
-  ((best == Heights ? correlate_dense_mr<Heights, NV, L>(src, w, dst, v) : void()), ...);
+  if constexpr (Flat)
+    ((best == Heights ? correlate_flat_mr<Heights, NV, L>(src, w, dst, v) : void()), ...);
+  else
+    ((best == Heights ? correlate_dense_mr<Heights, NV, L>(src, w, dst, v) : void()), ...);
 }
 
 void correlate_dense(const float *src, const float *w, float *dst, const DenseConv &v) {
 #ifdef __AVX512F__  // 32 registers
-  if (v.W > 16) return correlate_dense_nv<2, 16, 14, 12, 9, 7>(src, w, dst, v);
-  return correlate_dense_nv<1, 16, 28, 24, 18, 14>(src, w, dst, v);
+  if (v.W < 14) return correlate_dense_nv<true, 2, 16, 14, 12, 9, 7>(src, w, dst, v);
+  if (v.W > 16) return correlate_dense_nv<false, 2, 16, 14, 12, 9, 7>(src, w, dst, v);
+  return correlate_dense_nv<false, 1, 16, 28, 24, 18, 14>(src, w, dst, v);
 #else  // 16 registers
-  if (v.W > 8) return correlate_dense_nv<2, 8, 6, 5, 4>(src, w, dst, v);
-  return correlate_dense_nv<1, 8, 12, 10, 8>(src, w, dst, v);
+  if (v.W < 8) return correlate_dense_nv<true, 2, 8, 6, 5, 4>(src, w, dst, v);
+  if (v.W > 8) return correlate_dense_nv<false, 2, 8, 6, 5, 4>(src, w, dst, v);
+  return correlate_dense_nv<false, 1, 8, 12, 10, 8>(src, w, dst, v);
 #endif
 }
 

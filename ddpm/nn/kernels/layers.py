@@ -7,9 +7,10 @@ from mindspore import Parameter, Tensor, nn, ops
 
 from ddpm.nn.kernels.ops import active, primitives
 
-# Planes of at least this many pixels run the convolution and dx in the kernels, and from
-# the second size on dw too; below them MindSpore's own ops are the faster ones.
-KERNEL_MIN_PIXELS = 14 * 14
+# Planes of at least this many pixels run the convolution and dx in the kernels (below
+# 14x14 in tiles of positions), and from the second size on dw too; below them MindSpore's
+# own ops are as fast or faster (experiments/cpu_speed.md, "Small planes").
+KERNEL_MIN_PIXELS = 4 * 4
 KERNEL_DW_MIN_PIXELS = 28 * 28
 
 
@@ -55,7 +56,8 @@ class Conv2d(nn.Conv2d):
     KERNEL_DW_MIN_PIXELS on its weight gradient too (ConvFilterGrad); on smaller planes it
     is nn.Conv2d as is. In the train step MindSpore's convolutions ran at 35-120 GFLOP/s on
     the U-Net's 28x28 layers (18-56 channels) and 75-145 on its 14x14 ones; the kernels
-    reach about 130-180 (forward, dx) and 90-130 (dw, 28x28) there.
+    reach about 130-180 (forward, dx) and 90-130 (dw, 28x28) there. At 7x7 both run at
+    about 120 GFLOP/s, and the kernels' forward and dx made the default step 3% shorter.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel: int, has_bias: bool = True):
