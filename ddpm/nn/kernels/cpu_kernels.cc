@@ -616,26 +616,43 @@ struct DenseConv {
   }
 };
 
+// What both tilings read: the kernel A packed [block][k][MR] (zero past D), the source on
+// its tall grid, and where each tap reads relative to an output position.
+template <int MR>
+struct Operands {
+  const int taps;
+  AlignedZeros a, st;
+  std::vector<size_t> off;
+  Operands(const DenseConv &v, const TallGrid &g)
+      : taps(v.S * v.K * v.K), a((size_t)(v.D + MR - 1) / MR * taps * MR), st((size_t)v.S * g.plane), off(taps) {
+    for (int k = 0; k < taps; ++k) off[k] = g.tap(k);
+  }
+  // Fills a and st: two omp fors, so call it inside a parallel region; all threads wait at
+  // the end.
+  void fill(const float *src, const float *w, const DenseConv &v, const TallGrid &g) {
+#pragma omp for schedule(static)
+    for (int d = 0; d < v.D; ++d)
+      for (int k = 0; k < taps; ++k) a.data()[((size_t)(d / MR) * taps + k) * MR + d % MR] = v.a_at(w, d, k);
+    to_padded_grid(src, st.data(), v.S, g);
+  }
+  const float *block(int m) const { return a.ptr + (size_t)m * taps * MR; }
+};
+
 template <int MR, int NV, int L>
 void correlate_dense_mr(const float *src, const float *w, float *dst, const DenseConv &v) {
   constexpr int NR = NV * L;
   const int K = v.K, taps = v.S * K * K, blocks = (v.D + MR - 1) / MR, chunks = (v.W + NR - 1) / NR;
   const TallGrid g(v.B, v.H, v.W, K, chunks * NR);  // a row's tiles read chunks NR columns
-  AlignedZeros a((size_t)blocks * taps * MR), st((size_t)v.S * g.plane);  // A packed [block][k][MR]
-  std::vector<size_t> off(taps);
-  for (int k = 0; k < taps; ++k) off[k] = g.tap(k);
+  Operands<MR> ops(v, g);
 #pragma omp parallel
   {
-#pragma omp for schedule(static)
-    for (int d = 0; d < v.D; ++d)
-      for (int k = 0; k < taps; ++k) a.data()[((size_t)(d / MR) * taps + k) * MR + d % MR] = v.a_at(w, d, k);
-    to_padded_grid(src, st.data(), v.S, g);  // omp for: all wait here
+    ops.fill(src, w, v, g);
     alignas(64) float out[MR * NR];
 #pragma omp for schedule(static)
     for (int r = 0; r < v.B * v.H * chunks; ++r) {
       const int b = r / (v.H * chunks), h = r / chunks % v.H, col = r % chunks * NR, n = std::min(NR, v.W - col);
       for (int m = 0; m < blocks; ++m) {
-        gemm_row_tile<MR, NV, L>(taps, a.data() + (size_t)m * taps * MR, st.data() + g.out_row(b, h) + col, off.data(), out);
+        gemm_row_tile<MR, NV, L>(taps, ops.block(m), ops.st.ptr + g.out_row(b, h) + col, ops.off.data(), out);
         for (int i = 0; i < std::min(MR, v.D - m * MR); ++i)
           std::memcpy(dst + (((size_t)b * v.D + m * MR + i) * v.H + h) * v.W + col, out + i * NR, n * sizeof(float));
       }
@@ -643,10 +660,11 @@ void correlate_dense_mr(const float *src, const float *w, float *dst, const Dens
   }
 }
 
-// Small planes (W < L): a tile's NR columns are NR consecutive positions of a shared-column
-// grid, across rows and images, so a 7 x 7 plane computes 49 of every 64 positions instead
-// of 7 of 16. Tiles go to a position-major buffer y [D, U]; the outputs are then read out of
-// it row by row, the padding positions dropped.
+// Small planes (below 14 wide with 16-lane vectors, 8 with 8-lane ones): a tile's NR
+// columns are NR consecutive positions of a shared-column grid, across rows and images, so a
+// 7 x 7 plane computes 49 of every 64 positions instead of 7 of 16. Tiles go to a
+// position-major buffer y [D, U]; the outputs are then read out of it row by row, the
+// padding positions dropped.
 template <int MR, int NV, int L>
 void correlate_flat_mr(const float *src, const float *w, float *dst, const DenseConv &v) {
   constexpr int NR = NV * L;
@@ -654,20 +672,16 @@ void correlate_flat_mr(const float *src, const float *w, float *dst, const Dense
   const TallGrid g(v.B, v.H, v.W, K, NR, true);
   const int tiles = (g.U + NR - 1) / NR;
   const size_t ld = (size_t)tiles * NR;
-  AlignedZeros a((size_t)blocks * taps * MR), st((size_t)v.S * g.plane), y((size_t)blocks * MR * ld);
-  std::vector<size_t> off(taps);
-  for (int k = 0; k < taps; ++k) off[k] = g.tap(k);
+  Operands<MR> ops(v, g);
+  AlignedZeros y((size_t)blocks * MR * ld);
 #pragma omp parallel
   {
-#pragma omp for schedule(static)
-    for (int d = 0; d < v.D; ++d)
-      for (int k = 0; k < taps; ++k) a.data()[((size_t)(d / MR) * taps + k) * MR + d % MR] = v.a_at(w, d, k);
-    to_padded_grid(src, st.data(), v.S, g);  // omp for: all wait here
+    ops.fill(src, w, v, g);
     alignas(64) float out[MR * NR];
 #pragma omp for schedule(static)
     for (int r = 0; r < tiles * blocks; ++r) {
       const int t = r / blocks, m = r % blocks;
-      gemm_row_tile<MR, NV, L>(taps, a.data() + (size_t)m * taps * MR, st.data() + (size_t)t * NR, off.data(), out);
+      gemm_row_tile<MR, NV, L>(taps, ops.block(m), ops.st.ptr + (size_t)t * NR, ops.off.data(), out);
       for (int i = 0; i < MR; ++i)
         std::memcpy(y.data() + (m * MR + i) * ld + (size_t)t * NR, out + i * NR, NR * sizeof(float));
     }
