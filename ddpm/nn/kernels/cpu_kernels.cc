@@ -486,15 +486,30 @@ void channel_norm_grad(const float *x, const float *gain, const float *dy, const
 // (ci, p, q) then reads x at u + ci plane + p Wp + q, and each dw entry is one dot product
 // over u, computed in register blocks of 8 output channels x 3 taps, 8 positions per vector.
 
-// n zero floats starting at a 64-byte boundary.
+// n zero floats starting at a 64-byte boundary: scratch for one kernel call. The buffers
+// are kept per thread, a stack of them in the order a call takes them, and reused by the
+// next call. Freed and allocated anew, a buffer of many MB (a batch of 1000) may come back
+// from malloc as fresh pages, which fault in again on every call.
 struct AlignedZeros {
-  std::vector<float> raw;
   float *ptr;
-  explicit AlignedZeros(size_t n) : raw(n + 16, 0.f) {
+  explicit AlignedZeros(size_t n) {
+    if (depth == pool.size()) pool.emplace_back();
+    std::vector<float> &raw = pool[depth++];
+    if (raw.size() < n + 16) raw.resize(n + 16);
     ptr = reinterpret_cast<float *>((reinterpret_cast<uintptr_t>(raw.data()) + 63) & ~uintptr_t(63));
+    std::memset(ptr, 0, n * sizeof(float));
   }
+  ~AlignedZeros() { --depth; }
+  AlignedZeros(const AlignedZeros &) = delete;
+  AlignedZeros &operator=(const AlignedZeros &) = delete;
   float *data() { return ptr; }
+
+ private:
+  static thread_local std::vector<std::vector<float>> pool;
+  static thread_local size_t depth;
 };
+thread_local std::vector<std::vector<float>> AlignedZeros::pool;
+thread_local size_t AlignedZeros::depth = 0;
 
 // `reach`: how far past a position's start one read runs (8 for a vector read at each
 // position u < U, a tile's columns for a read from a row's start), so the plane's slack
