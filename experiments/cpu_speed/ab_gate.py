@@ -19,25 +19,28 @@ import ddpm  # noqa: F401  (sets the oneDNN and OpenMP variables first)
 
 # isort: split
 import numpy as np
-from hydra import compose, initialize_config_dir
+from loop_rate import timed_run
 
 import ddpm.nn.kernels.layers as layers
-from ddpm.config.groups import CONF_DIR, resolve
 from ddpm.training.build import build_parts, build_probe
-from ddpm.training.fit import setup_runtime
 
-NAME, VALUES = os.environ.get("GATE", "KERNEL_MIN_PIXELS:196,16").split(":")
-GATES = {f"{NAME}={v}": int(v) for v in VALUES.split(",")}
+
+def gates() -> dict[str, int]:
+    """GATE=NAME:A,B as {"NAME=A": A, "NAME=B": B}."""
+    name, values = os.environ.get("GATE", "KERNEL_MIN_PIXELS:196,16").split(":")
+    return {f"{name}={v}": int(v) for v in values.split(",")}
+
+
+def set_gate(label: str, value: int) -> None:
+    """Sets the gate that `label` ("NAME=A") names; graphs compiled after this read it."""
+    setattr(layers, label.split("=")[0], value)
 
 
 def main() -> None:
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        overrides = ["trainer.minutes=null", "trainer.steps=2000", *sys.argv[1:]]
-        run = resolve(compose("config", overrides=overrides))
-    setup_runtime(run)
+    run = timed_run(sys.argv[1:])
     trainers = {}
-    for name, gate in GATES.items():
-        setattr(layers, NAME, gate)
+    for name, gate in gates().items():
+        set_gate(name, gate)
         trainer = build_probe(build_parts(run))
         stream = trainer.stream()
         for _ in range(3):  # compiles with this gate

@@ -1,10 +1,10 @@
 """The sampling network's forward under two plane-size gates for the dense-convolution
 kernels, alternating in one process (experiments/cpu_speed.md, "Small planes").
 
-    python experiments/cpu_speed/ab_sample.py <run dir> [N, default 1000]
+    [GATE=NAME:A,B] python experiments/cpu_speed/ab_sample.py <run dir> [N, default 1000]
 
-Loads the run twice and compiles each network graph right after setting
-ddpm.nn.kernels.layers.KERNEL_MIN_PIXELS (see ab_gate.py), then times 8 forwards of each at
+Loads the run twice and compiles each network graph right after setting the gate GATE
+(as in ab_gate.py; default KERNEL_MIN_PIXELS:196,16), then times 8 forwards of each at
 batch N, alternating, and prints the largest difference of their outputs and the median
 ratio.
 """
@@ -16,30 +16,18 @@ import ddpm  # noqa: F401  (sets the oneDNN and OpenMP variables first)
 
 # isort: split
 import numpy as np
-from mindspore import Tensor
+from ab_gate import gates, set_gate
+from forward_profile import sampling_row
 
-import ddpm.nn.kernels.layers as layers
 from ddpm.api import load_run
-from ddpm.sampling.reverse_step import reverse_process
-
-GATES = {"from 14x14": 14 * 14, "from 4x4": 4 * 4}
 
 
 def main() -> None:
     n = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
     calls, outputs = {}, {}
-    for name, gate in GATES.items():
-        layers.KERNEL_MIN_PIXELS = gate
-        run = load_run(sys.argv[1])
-        step, plan = reverse_process(run.model.network, run.model.diffusion, run.sampler())
-        network = step.parts().network
-        x = np.random.default_rng(0).standard_normal((n, *run.image_shape), np.float32)
-        args = (
-            Tensor(x),
-            Tensor(np.full(n, plan.labels[5], plan.labels.dtype)),
-            Tensor(np.arange(n, dtype=np.int32) % max(len(run.classes or []), 1)),
-            Tensor(plan.coefs[5].astype(np.float32)),
-        )
+    for name, gate in gates().items():
+        set_gate(name, gate)
+        network, args = sampling_row(load_run(sys.argv[1]), n)
         outputs[name] = network(*args).asnumpy()  # compiles with this gate
         calls[name] = (network, args)
     old, new = outputs.values()

@@ -12,6 +12,7 @@ import csv
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import ddpm  # noqa: F401  (sets the oneDNN and OpenMP variables first)
@@ -21,19 +22,28 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor
 
-from ddpm.api import load_run
+from ddpm.api import Run, load_run
 from ddpm.sampling.reverse_step import reverse_process
+
+
+def sampling_row(run: Run, n: int) -> tuple[Callable, tuple[Tensor, ...]]:
+    """The network graph of the run's sampling rows, and its inputs at the plan's sixth row
+    for a batch of n."""
+    step, plan = reverse_process(run.model.network, run.model.diffusion, run.sampler())
+    x = np.random.default_rng(0).standard_normal((n, *run.image_shape), np.float32)
+    inputs = (
+        Tensor(x),
+        Tensor(np.full(n, plan.labels[5], plan.labels.dtype)),
+        Tensor(np.arange(n, dtype=np.int32) % max(len(run.classes or []), 1)),
+        Tensor(plan.coefs[5].astype(np.float32)),
+    )
+    return step.parts().network, inputs
 
 
 def main() -> None:
     run = load_run(sys.argv[1])
     n = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
-    step, plan = reverse_process(run.model.network, run.model.diffusion, run.sampler())
-    network = step.parts().network
-    x = Tensor(np.random.default_rng(0).standard_normal((n, *run.image_shape), np.float32))
-    t = Tensor(np.full(n, plan.labels[5], plan.labels.dtype))
-    y = Tensor(np.arange(n, dtype=np.int32) % max(len(run.classes or []), 1))
-    coefs = Tensor(plan.coefs[5].astype(np.float32))
+    network, (x, t, y, coefs) = sampling_row(run, n)
     network(x, t, y, coefs).asnumpy()  # compiles
     times = []
     for _ in range(3):

@@ -20,7 +20,7 @@ import ddpm  # noqa: F401  (sets the oneDNN and OpenMP variables first)
 import numpy as np
 from hydra import compose, initialize_config_dir
 
-from ddpm.config.groups import CONF_DIR, resolve
+from ddpm.config.groups import CONF_DIR, RunConfig, resolve
 from ddpm.training.build import build_parts, build_probe
 from ddpm.training.fit import setup_runtime
 
@@ -30,12 +30,18 @@ def usage() -> tuple[float, ...]:
     return r.ru_utime, r.ru_stime, r.ru_nvcsw, r.ru_nivcsw, r.ru_minflt
 
 
+def timed_run(overrides: list[str]) -> RunConfig:
+    """The default recipe (with `overrides`) as a step count, its runtime set up."""
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        fixed = ["trainer.minutes=null", "trainer.steps=2000", *overrides]
+        run = resolve(compose("config", overrides=fixed))
+    setup_runtime(run)
+    return run
+
+
 def main() -> None:
     n = int(os.environ.get("N", "150"))
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        overrides = ["trainer.minutes=null", "trainer.steps=2000", *sys.argv[1:]]
-        run = resolve(compose("config", overrides=overrides))
-    setup_runtime(run)
+    run = timed_run(sys.argv[1:])
     if os.environ.get("HOOK"):
         exec(os.environ["HOOK"])
     trainer = build_probe(build_parts(run))
