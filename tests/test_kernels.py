@@ -236,8 +236,10 @@ def test_gelu_matches_builtin(graph_mode, shape):
         ((2, 5, 28, 28), 11, 3),  # 28x28: the convolution and its gradients run the kernels
         ((2, 20, 28, 40), 9, 3),  # dx in several tiles of rows, and two of columns
         ((3, 1, 28, 30), 4, 7),  # one input channel, a 7x7 kernel, W != H
-        ((2, 30, 14, 14), 20, 3),  # 14x14: the kernels but MindSpore's dw, one tile of columns
+        ((2, 30, 14, 14), 20, 3),  # 14x14, one tile of columns; dw in a block of 32 channels
         ((3, 20, 7, 7), 30, 3),  # 7x7: tiles of positions across rows and images
+        ((2, 8, 7, 7), 40, 3),  # dw in two blocks of 32 output channels, the second partial
+        ((5, 1, 7, 7), 3, 3),  # one input channel: dw over the images in parts, then added
         ((2, 6, 9, 9), 7, 3),  # one tile of positions ends inside an image
         ((2, 5, 6, 9), 4, 5),  # H != W, a 5x5 kernel: two zero columns shared by neighbours
         ((2, 3, 4, 4), 5, 7),  # a 7x7 kernel wider than the plane

@@ -7,13 +7,16 @@ Builds the default recipe's budget-probe trainer twice, compiling each right aft
 the gate NAME of ddpm.nn.kernels.layers (a constant of the graph) to A, then to B. The
 default, KERNEL_MIN_PIXELS:196,16, runs the forward and dx kernels from 14x14 planes up,
 then from 4x4 (the shipped gate); KERNEL_DW_MIN_PIXELS:784,196 runs
-the dw kernel from 28x28, then from 14x14. Then 60 rounds of one step each, alternating
-which goes first (PAIRS, default 60), and prints the medians and the per-pair ratio B / A.
+the dw kernel from 28x28, then from 14x14. GATE=SOURCE:a.cc,b.cc builds the kernels from
+two versions of cpu_kernels.cc instead, each its own library in the one process. Then 60
+rounds of one step each, alternating which goes first (PAIRS, default 60), and prints the
+medians and the per-pair ratio B / A.
 """
 
 import os
 import sys
 import time
+from pathlib import Path
 
 import ddpm  # noqa: F401  (sets the oneDNN and OpenMP variables first)
 
@@ -21,19 +24,28 @@ import ddpm  # noqa: F401  (sets the oneDNN and OpenMP variables first)
 import numpy as np
 from loop_rate import timed_run
 
+import ddpm.nn.kernels.build as build
 import ddpm.nn.kernels.layers as layers
+import ddpm.nn.kernels.ops as kernel_ops
 from ddpm.training.build import build_parts, build_probe
 
 
-def gates() -> dict[str, int]:
+def gates() -> dict[str, int | str]:
     """GATE=NAME:A,B as {"NAME=A": A, "NAME=B": B}."""
     name, values = os.environ.get("GATE", "KERNEL_MIN_PIXELS:196,16").split(":")
-    return {f"{name}={v}": int(v) for v in values.split(",")}
+    return {f"{name}={v}": v if name == "SOURCE" else int(v) for v in values.split(",")}
 
 
-def set_gate(label: str, value: int) -> None:
-    """Sets the gate that `label` ("NAME=A") names; graphs compiled after this read it."""
-    setattr(layers, label.split("=")[0], value)
+def set_gate(label: str, value: int | str) -> None:
+    """Sets the gate that `label` ("NAME=A") names; graphs compiled after this read it. A
+    SOURCE is compiled (or found in the cache) and its ops replace the kernels' primitives."""
+    name = label.split("=")[0]
+    if name != "SOURCE":
+        setattr(layers, name, value)
+        return
+    build.SOURCE = Path(value).resolve()
+    build.library.cache_clear()
+    kernel_ops.primitives.cache_clear()
 
 
 def main() -> None:

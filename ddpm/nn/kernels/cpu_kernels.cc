@@ -477,14 +477,22 @@ void channel_norm_grad(const float *x, const float *gain, const float *dy, const
   reduce_batch(dg, B, C, false, dgain);
 }
 
+// L-lane vectors, aligned and not (a type argument would lose the alignment attribute).
+template <int L>
+struct Lanes {
+  typedef float V __attribute__((vector_size(4 * L)));
+  typedef float VU __attribute__((vector_size(4 * L), aligned(4)));
+};
+
 // ---- Dense convolution: the weight gradient ---------------------------------------------------
 // For stride 1, one group and zero padding P = K/2:
 //   dw[co, ci, p, q] = sum_{b,h,w} dy[b, co, h, w] x[b, ci, h + p - P, w + q - P].
 // x is copied once into a zero-padded "tall" image per channel of width Wp = W + 2P, image b's
 // row h at row P + b (H + P) + h, so neighbouring images share their P zero rows; dy is copied
 // onto the output positions u = (b (H + P) + h) Wp + w of the same grid, zero elsewhere. Tap
-// (ci, p, q) then reads x at u + ci plane + p Wp + q, and each dw entry is one dot product
-// over u, computed in register blocks of 8 output channels x 3 taps, 8 positions per vector.
+// (ci, p, q) then reads x at u + ci plane + p Wp + q. For kernels other than 3x3
+// (conv_filter_grad), each dw entry is one dot product over u, computed in register blocks
+// of 8 output channels x 3 taps, 8 positions per vector; 3x3 kernels run FilterGrad3x3.
 
 // n zero floats starting at a 64-byte boundary: scratch for one kernel call. The buffers
 // are kept per thread, a stack of them in the order a call takes them, and reused by the
@@ -587,6 +595,92 @@ void conv_filter_grad(const float *x, const float *dy, float *dw, int B, int Ci,
   }
 }
 
+// 3x3 kernels, with vectors along the output channels instead of the positions: dy is
+// transposed to dyT [n, co] (n = (b, h, w), co padded to whole blocks of CV L channels), and
+// a task accumulates the 9 taps of one input channel for one block of output channels over
+// the real positions of a range of images, reading the taps as broadcasts from x's grid:
+//   dw[co, ci, p, q] = sum_n dyT[n, co] xt[ci][out_row(b, h) + p Wp + q + w].
+// No horizontal sums and no padding positions. Where there are few channels, the images are
+// split into parts (a number set by the shapes only, so the sums' order does not depend on
+// the thread count) whose partial dw are added at the end.
+template <int CV, int L>
+struct FilterGrad3x3 {
+  typedef typename Lanes<L>::V V;
+  static constexpr int CB = CV * L;  // output channels per block
+  const TallGrid g;
+  const int Ci, Co, blocks, cpad, parts;
+  FilterGrad3x3(int B, int ci, int co, int H, int W)
+      : g(B, H, W, 3, 3, true), Ci(ci), Co(co), blocks((co + CB - 1) / CB), cpad(blocks * CB),
+        parts(std::max(1, std::min(B, 16 / (blocks * ci)))) {}
+
+  // dyT [n, co] from dy [B, Co, H, W]; an omp for.
+  void transpose(const float *dy, float *d) const {
+    const int HW = g.H * g.W;
+#pragma omp for schedule(static)
+    for (int bc = 0; bc < g.B * Co; ++bc) {
+      const float *src = dy + (size_t)bc * HW;
+      float *dst = d + (size_t)(bc / Co) * HW * cpad + bc % Co;
+      for (int i = 0; i < HW; ++i) dst[(size_t)i * cpad] = src[i];
+    }
+  }
+
+  // out[j][0..CB) = sum over images [b0, b1) of tap j's dw for block m and channel ci.
+  void task(const float *xt, const float *d, int m, int ci, int b0, int b1, float (*out)[CB]) const {
+    const float *xc = xt + (size_t)ci * g.plane, *dn = d + (size_t)b0 * g.H * g.W * cpad + (size_t)m * CB;
+    V c[9][CV] = {};
+    for (int b = b0; b < b1; ++b)
+      for (int h = 0; h < g.H; ++h) {
+        const float *r0 = xc + g.out_row(b, h), *r1 = r0 + g.Wp, *r2 = r1 + g.Wp;
+        for (int w = 0; w < g.W; ++w, dn += cpad) {
+          V dv[CV];
+          for (int v = 0; v < CV; ++v) dv[v] = *(const V *)(dn + v * L);  // aligned
+          const float t[9] = {r0[w], r0[w + 1], r0[w + 2], r1[w], r1[w + 1], r1[w + 2], r2[w], r2[w + 1], r2[w + 2]};
+#pragma GCC unroll 9
+          for (int j = 0; j < 9; ++j)
+            for (int v = 0; v < CV; ++v) c[j][v] += t[j] * dv[v];
+        }
+      }
+    for (int j = 0; j < 9; ++j)
+      for (int v = 0; v < CV; ++v) *(V *)(out[j] + v * L) = c[j][v];
+  }
+
+  void run(const float *x, const float *dy, float *dw) const {
+    const int tasks = blocks * Ci, taps = Ci * 9;
+    AlignedZeros xt((size_t)Ci * g.plane), d((size_t)g.B * g.H * g.W * cpad), part((size_t)parts * Co * taps);
+#pragma omp parallel
+    {
+      to_padded_grid(x, xt.data(), Ci, g);
+      transpose(dy, d.data());
+      alignas(64) float out[9][CB];
+#pragma omp for schedule(dynamic)
+      for (int r = 0; r < parts * tasks; ++r) {
+        const int s = r / tasks, m = r % tasks % blocks, ci = r % tasks / blocks;
+        task(xt.data(), d.data(), m, ci, g.B * s / parts, g.B * (s + 1) / parts, out);
+        float *dst = parts == 1 ? dw : part.data() + (size_t)s * Co * taps;
+        for (int i = 0; i < std::min(CB, Co - m * CB); ++i)
+          for (int j = 0; j < 9; ++j) dst[(size_t)(m * CB + i) * taps + ci * 9 + j] = out[j][i];
+      }
+      if (parts > 1) {
+#pragma omp for schedule(static)
+        for (size_t k = 0; k < (size_t)Co * taps; ++k) {
+          float sum = 0.f;
+          for (int s = 0; s < parts; ++s) sum += part.data()[(size_t)s * Co * taps + k];
+          dw[k] = sum;
+        }
+      }
+    }
+  }
+};
+
+void conv_filter_grad_3x3(const float *x, const float *dy, float *dw, int B, int Ci, int Co, int H, int W) {
+#ifdef __AVX512F__  // 32 registers: 18 accumulators
+  if (Co > 16) return FilterGrad3x3<2, 16>(B, Ci, Co, H, W).run(x, dy, dw);
+  return FilterGrad3x3<1, 16>(B, Ci, Co, H, W).run(x, dy, dw);
+#else  // 16 registers: 9 accumulators
+  return FilterGrad3x3<1, 8>(B, Ci, Co, H, W).run(x, dy, dw);
+#endif
+}
+
 // ---- Dense convolution: the forward pass and the input gradient -------------------------------
 // Both correlate a source s [B, S, H, W] with a kernel A [D, S, K, K] into d [B, D, H, W]:
 //   forward:  s = x,  A = w,                                 d = y;
@@ -594,13 +688,6 @@ void conv_filter_grad(const float *x, const float *dy, float *dw, int B, int Ci,
 // s goes onto the tall grid as x does above, so output row (b, h) reads tap (c, p, q) at one
 // offset from out_row(b, h): a GEMM, rows d, columns w, with its B operand read in place. A
 // register tile holds MR output channels x NR columns of one row, accumulating over S K K taps.
-
-// L-lane vectors, aligned and not (a type argument would lose the alignment attribute).
-template <int L>
-struct Lanes {
-  typedef float V __attribute__((vector_size(4 * L)));
-  typedef float VU __attribute__((vector_size(4 * L), aligned(4)));
-};
 
 // out[r, 0..NV L) = sum_k a[k, r] s[off[k] + 0..NV L), for MR rows.
 template <int MR, int NV, int L>
@@ -708,6 +795,50 @@ void correlate_flat_mr(const float *src, const float *w, float *dst, const Dense
   }
 }
 
+// out[j, 0..CV L) = sum_k s[off[k] + j] a[k, 0..CV L), for MP consecutive positions j: the
+// transpose of gemm_row_tile, with the source broadcast and the kernel's columns in vectors.
+template <int MP, int CV, int L>
+inline void gemm_channel_tile(int taps, const float *__restrict a, const float *__restrict s,
+                              const size_t *__restrict off, float *__restrict out) {
+  typedef typename Lanes<L>::V V;
+  V c[MP][CV] = {};
+  for (int k = 0; k < taps; ++k) {
+    V av[CV];
+    for (int v = 0; v < CV; ++v) av[v] = *(const V *)(a + ((size_t)k * CV + v) * L);  // aligned
+    const float *sk = s + off[k];
+#pragma GCC unroll 32
+    for (int j = 0; j < MP; ++j)
+      for (int v = 0; v < CV; ++v) c[j][v] += sk[j] * av[v];
+  }
+  for (int j = 0; j < MP; ++j)
+    for (int v = 0; v < CV; ++v) *(V *)(out + (j * CV + v) * L) = c[j][v];
+}
+
+// Tiles of MP positions of one row x CV L output channels: no padding positions are computed
+// where MP divides W (7 and 14), and the channels pad only to whole vectors. Each tile is
+// written out transposed, a channel's MP outputs at a time.
+template <int MP, int CV, int L>
+void correlate_channels(const float *src, const float *w, float *dst, const DenseConv &v) {
+  constexpr int CB = CV * L;
+  const int taps = v.S * v.K * v.K, blocks = (v.D + CB - 1) / CB, segments = (v.W + MP - 1) / MP;
+  const TallGrid g(v.B, v.H, v.W, v.K, segments * MP, true);
+  Operands<CB> ops(v, g);
+#pragma omp parallel
+  {
+    ops.fill(src, w, v, g);
+    alignas(64) float out[MP * CB];
+#pragma omp for schedule(static)
+    for (int r = 0; r < v.B * v.H * segments * blocks; ++r) {
+      const int m = r % blocks, t = r / blocks, col = t % segments * MP, h = t / segments % v.H,
+                b = t / (segments * v.H), n = std::min(MP, v.W - col);
+      gemm_channel_tile<MP, CV, L>(taps, ops.block(m), ops.st.ptr + g.out_row(b, h) + col, ops.off.data(), out);
+      float *y = dst + (((size_t)b * v.D + m * CB) * v.H + h) * v.W + col;
+      for (int i = 0; i < std::min(CB, v.D - m * CB); ++i)
+        for (int j = 0; j < n; ++j) y[(size_t)i * v.H * v.W + j] = out[j * CB + i];
+    }
+  }
+}
+
 // A tile row of NV vectors of L lanes: two where W is wider than one vector, else one, with
 // the tile twice as tall. The height is the one that pads D least (the taller on ties): D = 18
 // takes 9, 36 takes 12.
@@ -725,6 +856,10 @@ void correlate_dense_nv(const float *src, const float *w, float *dst, const Dens
 
 void correlate_dense(const float *src, const float *w, float *dst, const DenseConv &v) {
 #ifdef __AVX512F__  // 32 registers
+  // 7 and 14 wide, a whole row per tile (28 accumulators at most), one or two blocks of channels.
+  if (v.W == 7 && v.D > 32) return correlate_channels<7, 4, 16>(src, w, dst, v);
+  if (v.W == 7 && v.D > 16) return correlate_channels<7, 2, 16>(src, w, dst, v);
+  if (v.W == 14 && v.D > 16) return correlate_channels<14, 2, 16>(src, w, dst, v);
   if (v.W < 14) return correlate_dense_nv<true, 2, 16, 14, 12, 9, 7>(src, w, dst, v);
   if (v.W > 16) return correlate_dense_nv<false, 2, 16, 14, 12, 9, 7>(src, w, dst, v);
   return correlate_dense_nv<false, 1, 16, 28, 24, 18, 14>(src, w, dst, v);
@@ -896,7 +1031,10 @@ extern "C" int ChannelNormGrad(AOT_ARGS) {
 // (x [B,Ci,H,W], dy [B,Co,H,W], w [Co,Ci,K,K]) -> dw; w gives only the kernel shape.
 extern "C" int ConvFilterGrad(AOT_ARGS) {
   const int64_t *xs = shapes[0], *ws = shapes[2];
-  conv_filter_grad(F(0), F(1), F(3), xs[0], xs[1], ws[0], xs[2], xs[3], ws[2]);
+  if (ws[2] == 3)
+    conv_filter_grad_3x3(F(0), F(1), F(3), xs[0], xs[1], ws[0], xs[2], xs[3]);
+  else
+    conv_filter_grad(F(0), F(1), F(3), xs[0], xs[1], ws[0], xs[2], xs[3], ws[2]);
   return 0;
 }
 

@@ -7,10 +7,12 @@ from mindspore import Parameter, Tensor, nn, ops
 
 from ddpm.nn.kernels.ops import active, primitives
 
-# Planes of at least this many pixels run the convolution and dx in the kernels (below
-# 14x14 in tiles of positions), and from the second size on dw too; below them MindSpore's
-# own ops are as fast or faster (experiments/cpu_speed.md, "Small planes").
+# The convolution and dx run in the kernels on planes of KERNEL_MIN_PIXELS or more; dw
+# from KERNEL_DW3_MIN_PIXELS for a 3x3 kernel and from KERNEL_DW_MIN_PIXELS for other
+# sizes. Below them MindSpore's own ops are as fast or faster (experiments/cpu_speed.md,
+# "Small planes" and "Vectors along the channels").
 KERNEL_MIN_PIXELS = 4 * 4
+KERNEL_DW3_MIN_PIXELS = 4 * 4
 KERNEL_DW_MIN_PIXELS = 28 * 28
 
 
@@ -27,8 +29,9 @@ class _Primitive(nn.Cell):
 
 class _Convolution(nn.Cell):
     """y = conv(x, w), stride 1, zero padding K//2, and dx by the kernels; dw by the kernel
-    from KERNEL_DW_MIN_PIXELS, else by MindSpore's own gradient of `conv2d` (graph
-    optimisation drops the forward and dx that GradOperation also builds)."""
+    from KERNEL_DW3_MIN_PIXELS for a 3x3 kernel and KERNEL_DW_MIN_PIXELS for others, else
+    by MindSpore's own gradient of `conv2d` (graph optimisation drops the forward and dx
+    that GradOperation also builds)."""
 
     def __init__(self, conv2d: ops.Conv2D) -> None:
         super().__init__()
@@ -43,7 +46,9 @@ class _Convolution(nn.Cell):
 
     def bprop(self, x, w, out, dout):
         dx = self.input_grad(dout, w)
-        if x.shape[2] * x.shape[3] >= KERNEL_DW_MIN_PIXELS:  # a constant of the graph
+        pixels = x.shape[2] * x.shape[3]  # a constant of the graph, as is the kernel's size
+        gate = KERNEL_DW3_MIN_PIXELS if w.shape[2] == 3 else KERNEL_DW_MIN_PIXELS
+        if pixels >= gate:
             return dx, self.filter_grad(x, dout, w)
         return dx, self.grads(self.conv2d)(x, w, dout)[1]
 
@@ -52,12 +57,13 @@ class Conv2d(nn.Conv2d):
     """nn.Conv2d(C_in, C_out, K, stride 1, padding=K//2, bias) with the same parameters.
 
     Fused (K odd > 1), on planes of KERNEL_MIN_PIXELS or more, the convolution and its input
-    gradient run the kernels (cpu_kernels.cc, Conv and ConvInputGrad), and from
-    KERNEL_DW_MIN_PIXELS on its weight gradient too (ConvFilterGrad); on smaller planes it
-    is nn.Conv2d as is. In the train step MindSpore's convolutions ran at 35-120 GFLOP/s on
-    the U-Net's 28x28 layers (18-56 channels) and 75-145 on its 14x14 ones; the kernels
-    reach about 130-180 (forward, dx) and 90-130 (dw, 28x28) there. At 7x7 both run at
-    about 120 GFLOP/s, and the kernels' forward and dx made the default step 3% shorter.
+    gradient run the kernels (cpu_kernels.cc, Conv and ConvInputGrad), and so does its
+    weight gradient (ConvFilterGrad) for a 3x3 kernel, or from KERNEL_DW_MIN_PIXELS for
+    others; on smaller planes it is nn.Conv2d as is. In the train step MindSpore's
+    convolutions ran at 35-120 GFLOP/s on the U-Net's 28x28 layers (18-56 channels) and
+    75-145 on its 14x14 ones; the kernels reach about 130-180 there. At 7x7 and 14x14
+    MindSpore's dw ran at 55-75 GFLOP/s and the 3x3 dw kernel at 100-175
+    (experiments/cpu_speed.md, "Vectors along the channels").
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel: int, has_bias: bool = True):
