@@ -252,6 +252,15 @@ def test_conv2d_matches_builtin(graph_mode, shape, c_out, kernel):
     assert_same(grads_of(fused, x), grads_of(builtin, x))
 
 
+@pytest.mark.parametrize("shape", [(2, 6, 7, 7), (2, 6, 6, 9)])
+def test_conv2d_without_bias_matches_builtin(graph_mode, shape):
+    """Without a bias the kernels add zeros, on the kernels' dw (3x3) and MindSpore's (5x5)."""
+    x = np.random.default_rng(7).standard_normal(shape).astype(np.float32)
+    kernel = 3 if shape[2] == shape[3] else 5
+    fused, builtin = twin_cells(lambda: kernels.Conv2d(shape[1], 20, kernel, has_bias=False))
+    assert_same(grads_of(fused, x), grads_of(builtin, x))
+
+
 def test_scratch_kept_between_calls_starts_zeroed(graph_mode):
     """The kernels keep their scratch per thread between calls. A call after a larger one on
     other data, whose values are still in those buffers, gets its zero padding back: its

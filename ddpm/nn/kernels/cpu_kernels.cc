@@ -477,6 +477,17 @@ void channel_norm_grad(const float *x, const float *gain, const float *dy, const
   reduce_batch(dg, B, C, false, dgain);
 }
 
+// dbias[c] = sum_{b, h, w} dy[b, c, h, w]: each plane in float blocks, planes added in double.
+void bias_grad(const float *dy, float *db, int B, int C, size_t plane) {
+  std::vector<double> part((size_t)B * C);
+#pragma omp parallel for schedule(static)
+  for (int bc = 0; bc < B * C; ++bc) {
+    const float *p = dy + (size_t)bc * plane;
+    part[bc] = block_sum(plane, [=](size_t k) { return load(p + k); }, [=](size_t k) { return (double)p[k]; });
+  }
+  reduce_batch(part, B, C, false, db);
+}
+
 // L-lane vectors, aligned and not (a type argument would lose the alignment attribute).
 template <int L>
 struct Lanes {
@@ -710,11 +721,18 @@ inline void gemm_row_tile(int taps, const float *__restrict a, const float *__re
 
 struct DenseConv {
   int B, S, D, H, W, K;
-  bool flipped;  // A from w [S, D, K, K] flipped and transposed (dx), else A = w [D, S, K, K]
+  bool flipped;                 // A from w [S, D, K, K] flipped and transposed (dx), else A = w [D, S, K, K]
+  const float *bias = nullptr;  // [D], added to the sums (the forward pass), or none
   float a_at(const float *w, int d, int k) const {
     if (!flipped) return w[(size_t)d * S * K * K + k];
     const int c = k / (K * K), p = k / K % K, q = k % K;
     return w[(((size_t)c * D + d) * K + K - 1 - p) * K + K - 1 - q];
+  }
+  // Adds bias[d0 + i] to tile[i rs + j cs] for rows i < rows (of channels below D), j < cols.
+  void add_bias(float *tile, int d0, int rows, int cols, int rs, int cs) const {
+    if (bias == nullptr) return;
+    for (int i = 0; i < std::min(rows, D - d0); ++i)
+      for (int j = 0; j < cols; ++j) tile[i * rs + j * cs] += bias[d0 + i];
   }
 };
 
@@ -755,6 +773,7 @@ void correlate_dense_mr(const float *src, const float *w, float *dst, const Dens
       const int b = r / (v.H * chunks), h = r / chunks % v.H, col = r % chunks * NR, n = std::min(NR, v.W - col);
       for (int m = 0; m < blocks; ++m) {
         gemm_row_tile<MR, NV, L>(taps, ops.block(m), ops.st.ptr + g.out_row(b, h) + col, ops.off.data(), out);
+        v.add_bias(out, m * MR, MR, n, NR, 1);
         for (int i = 0; i < std::min(MR, v.D - m * MR); ++i)
           std::memcpy(dst + (((size_t)b * v.D + m * MR + i) * v.H + h) * v.W + col, out + i * NR, n * sizeof(float));
       }
@@ -784,6 +803,7 @@ void correlate_flat_mr(const float *src, const float *w, float *dst, const Dense
     for (int r = 0; r < tiles * blocks; ++r) {
       const int t = r / blocks, m = r % blocks;
       gemm_row_tile<MR, NV, L>(taps, ops.block(m), ops.st.ptr + (size_t)t * NR, ops.off.data(), out);
+      v.add_bias(out, m * MR, MR, NR, NR, 1);
       for (int i = 0; i < MR; ++i)
         std::memcpy(y.data() + (m * MR + i) * ld + (size_t)t * NR, out + i * NR, NR * sizeof(float));
     }
@@ -832,6 +852,7 @@ void correlate_channels(const float *src, const float *w, float *dst, const Dens
       const int m = r % blocks, t = r / blocks, col = t % segments * MP, h = t / segments % v.H,
                 b = t / (segments * v.H), n = std::min(MP, v.W - col);
       gemm_channel_tile<MP, CV, L>(taps, ops.block(m), ops.st.ptr + g.out_row(b, h) + col, ops.off.data(), out);
+      v.add_bias(out, m * CB, CB, MP, 1, CB);
       float *y = dst + (((size_t)b * v.D + m * CB) * v.H + h) * v.W + col;
       for (int i = 0; i < std::min(CB, v.D - m * CB); ++i)
         for (int j = 0; j < n; ++j) y[(size_t)i * v.H * v.W + j] = out[j * CB + i];
@@ -1028,20 +1049,22 @@ extern "C" int ChannelNormGrad(AOT_ARGS) {
   return 0;
 }
 
-// (x [B,Ci,H,W], dy [B,Co,H,W], w [Co,Ci,K,K]) -> dw; w gives only the kernel shape.
+// (x [B,Ci,H,W], dy [B,Co,H,W], w [Co,Ci,K,K]) -> (dw, dbias [Co]); w gives only the kernel shape.
 extern "C" int ConvFilterGrad(AOT_ARGS) {
   const int64_t *xs = shapes[0], *ws = shapes[2];
   if (ws[2] == 3)
     conv_filter_grad_3x3(F(0), F(1), F(3), xs[0], xs[1], ws[0], xs[2], xs[3]);
   else
     conv_filter_grad(F(0), F(1), F(3), xs[0], xs[1], ws[0], xs[2], xs[3], ws[2]);
+  bias_grad(F(1), F(4), xs[0], ws[0], (size_t)xs[2] * xs[3]);
   return 0;
 }
 
-// (x [B,Ci,H,W], w [Co,Ci,K,K]) -> y [B,Co,H,W], stride 1, zero padding K/2.
+// (x [B,Ci,H,W], w [Co,Ci,K,K], bias [Co]) -> y [B,Co,H,W], stride 1, zero padding K/2.
 extern "C" int Conv(AOT_ARGS) {
   const int64_t *xs = shapes[0], *ws = shapes[1];
-  correlate_dense(F(0), F(1), F(2), {int(xs[0]), int(xs[1]), int(ws[0]), int(xs[2]), int(xs[3]), int(ws[2]), false});
+  const DenseConv v{int(xs[0]), int(xs[1]), int(ws[0]), int(xs[2]), int(xs[3]), int(ws[2]), false, F(2)};
+  correlate_dense(F(0), F(1), F(3), v);
   return 0;
 }
 

@@ -28,41 +28,58 @@ class _Primitive(nn.Cell):
 
 
 class _Convolution(nn.Cell):
-    """y = conv(x, w), stride 1, zero padding K//2, and dx by the kernels; dw by the kernel
-    from KERNEL_DW3_MIN_PIXELS for a 3x3 kernel and KERNEL_DW_MIN_PIXELS for others, else
-    by MindSpore's own gradient of `conv2d` (graph optimisation drops the forward and dx
-    that GradOperation also builds)."""
+    """y = conv(x, w) + bias, stride 1, zero padding K//2, and dx by the kernels; dw and dbias
+    by the kernel from KERNEL_DW3_MIN_PIXELS for a 3x3 kernel and KERNEL_DW_MIN_PIXELS for
+    others, else by MindSpore's own gradients of Conv2D and BiasAdd (graph optimisation
+    drops the forward and dx that GradOperation also builds)."""
 
-    def __init__(self, conv2d: ops.Conv2D) -> None:
+    def __init__(self, conv2d: ops.Conv2D, bias_add: ops.BiasAdd | None) -> None:
         super().__init__()
         self.conv = primitives().conv
         self.input_grad = primitives().conv_input_grad
         self.filter_grad = primitives().conv_filter_grad
-        self.conv2d = _Primitive(conv2d)
+        self.builtin = _BiasedConvolution(conv2d, bias_add)
+        self.has_bias = bias_add is not None
         self.grads = ops.GradOperation(get_all=True, sens_param=True)
 
-    def construct(self, x: Tensor, w: Tensor) -> Tensor:
-        return self.conv(x, w)
+    def construct(self, x: Tensor, w: Tensor, bias: Tensor) -> Tensor:
+        return self.conv(x, w, bias)
 
-    def bprop(self, x, w, out, dout):
+    def bprop(self, x, w, bias, out, dout):
         dx = self.input_grad(dout, w)
         pixels = x.shape[2] * x.shape[3]  # a constant of the graph, as is the kernel's size
         gate = KERNEL_DW3_MIN_PIXELS if w.shape[2] == 3 else KERNEL_DW_MIN_PIXELS
         if pixels >= gate:
-            return dx, self.filter_grad(x, dout, w)
-        return dx, self.grads(self.conv2d)(x, w, dout)[1]
+            dw, dbias = self.filter_grad(x, dout, w)
+            return dx, dw, dbias
+        if not self.has_bias:  # a constant of zeros, whose gradient is dropped
+            return dx, self.grads(self.builtin)(x, w, dout)[1], ops.zeros_like(bias)
+        _, dw, dbias = self.grads(self.builtin)(x, w, bias, dout)
+        return dx, dw, dbias
+
+
+class _BiasedConvolution(nn.Cell):
+    """MindSpore's Conv2D, and BiasAdd where there is a bias, for their gradients."""
+
+    def __init__(self, conv2d: ops.Conv2D, bias_add: ops.BiasAdd | None) -> None:
+        super().__init__()
+        self.conv2d, self.bias_add = conv2d, bias_add
+
+    def construct(self, x, w, bias=None):
+        y = self.conv2d(x, w)
+        return y if self.bias_add is None else self.bias_add(y, bias)
 
 
 class Conv2d(nn.Conv2d):
     """nn.Conv2d(C_in, C_out, K, stride 1, padding=K//2, bias) with the same parameters.
 
-    Fused (K odd > 1), on planes of KERNEL_MIN_PIXELS or more, the convolution and its input
-    gradient run the kernels (cpu_kernels.cc, Conv and ConvInputGrad), and so does its
-    weight gradient (ConvFilterGrad) for a 3x3 kernel, or from KERNEL_DW_MIN_PIXELS for
-    others; on smaller planes it is nn.Conv2d as is. In the train step MindSpore's
-    convolutions ran at 35-120 GFLOP/s on the U-Net's 28x28 layers (18-56 channels) and
-    75-145 on its 14x14 ones; the kernels reach about 130-180 there. At 7x7 and 14x14
-    MindSpore's dw ran at 55-75 GFLOP/s and the 3x3 dw kernel at 100-175
+    Fused (K odd > 1), on planes of KERNEL_MIN_PIXELS or more, the convolution with its bias
+    and its input gradient run the kernels (cpu_kernels.cc, Conv and ConvInputGrad), and so
+    do its weight and bias gradients (ConvFilterGrad) for a 3x3 kernel, or from
+    KERNEL_DW_MIN_PIXELS for others; on smaller planes it is nn.Conv2d as is. In the train
+    step MindSpore's convolutions ran at 35-120 GFLOP/s on the U-Net's 28x28 layers (18-56
+    channels) and 75-145 on its 14x14 ones; the kernels reach about 130-180 there. At 7x7
+    and 14x14 MindSpore's dw ran at 55-75 GFLOP/s and the 3x3 dw kernel at 100-175
     (experiments/cpu_speed.md, "Vectors along the channels").
     """
 
@@ -72,14 +89,16 @@ class Conv2d(nn.Conv2d):
             in_channels, out_channels, kernel, pad_mode="pad", padding=pad, has_bias=has_bias
         )
         self.fused = kernel % 2 == 1 and kernel > 1 and active()
-        self.convolve = _Convolution(self.conv2d) if self.fused else None
+        bias_add = self.bias_add if has_bias else None
+        self.convolve = _Convolution(self.conv2d, bias_add) if self.fused else None
+        # Without a bias the kernels add zeros; the gradient taken for them is dropped.
+        self.zero_bias = None if has_bias else Tensor(np.zeros(out_channels, np.float32))
 
     def construct(self, x: Tensor) -> Tensor:
         # x.shape is a constant of the compiled graph, so this picks one path at compile time.
         if not self.fused or x.shape[2] * x.shape[3] < KERNEL_MIN_PIXELS:
             return super().construct(x)
-        y = self.convolve(x, self.weight)
-        return self.bias_add(y, self.bias) if self.has_bias else y
+        return self.convolve(x, self.weight, self.bias if self.has_bias else self.zero_bias)
 
 
 class DepthwiseConv2d(nn.Conv2d):

@@ -105,9 +105,10 @@ def primitives() -> SimpleNamespace:
 
     gelu_grad = aot("GeluGrad", _same, _same)
 
-    # Dense convolution, stride 1, zero padding K//2: y = x * w and dx = dy * w', w' the
-    # flipped, transposed kernel; their bprop is layers._Convolution's, which picks dw's op.
-    conv_filter_grad = aot("ConvFilterGrad", lambda x, dy, w: w, lambda x, dy, w: w)
+    # Dense convolution, stride 1, zero padding K//2: y = x * w + bias and dx = dy * w', w'
+    # the flipped, transposed kernel; their bprop is layers._Convolution's, which picks the
+    # op for dw and dbias.
+    conv_filter_grad = aot("ConvFilterGrad", lambda x, dy, w: (w, w[:1]), lambda x, dy, w: (w, w))
     conv_input_grad = aot("ConvInputGrad", lambda dy, w: [dy[0], w[1], *dy[2:]], lambda dy, w: dy)
 
     def gelu_bprop(x, out, dout):
@@ -115,7 +116,7 @@ def primitives() -> SimpleNamespace:
 
     return SimpleNamespace(
         gelu=aot("Gelu", _same, _same, gelu_bprop),
-        conv=aot("Conv", lambda x, w: [x[0], w[0], *x[2:]], _same),
+        conv=aot("Conv", lambda x, w, bias: [x[0], w[0], *x[2:]], _same),
         conv_input_grad=conv_input_grad,
         conv_filter_grad=conv_filter_grad,
         channel_norm=aot(
