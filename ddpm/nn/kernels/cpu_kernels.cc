@@ -657,7 +657,8 @@ struct FilterGrad3x3 {
 
   void run(const float *x, const float *dy, float *dw) const {
     const int tasks = blocks * Ci, taps = Ci * 9;
-    AlignedZeros xt((size_t)Ci * g.plane), d((size_t)g.B * g.H * g.W * cpad), part((size_t)parts * Co * taps);
+    AlignedZeros xt((size_t)Ci * g.plane), d((size_t)g.B * g.H * g.W * cpad);
+    AlignedZeros part(parts > 1 ? (size_t)parts * Co * taps : 0);
 #pragma omp parallel
     {
       to_padded_grid(x, xt.data(), Ci, g);
