@@ -16,17 +16,6 @@ KERNEL_DW3_MIN_PIXELS = 4 * 4
 KERNEL_DW_MIN_PIXELS = 28 * 28
 
 
-class _Primitive(nn.Cell):
-    """A primitive as a cell, so that GradOperation can take it."""
-
-    def __init__(self, primitive: ops.Primitive) -> None:
-        super().__init__()
-        self.primitive = primitive
-
-    def construct(self, *args):
-        return self.primitive(*args)
-
-
 class _Convolution(nn.Cell):
     """y = conv(x, w) + bias, stride 1, zero padding K//2, and dx by the kernels; dw and dbias
     by the kernel from KERNEL_DW3_MIN_PIXELS for a 3x3 kernel and KERNEL_DW_MIN_PIXELS for
