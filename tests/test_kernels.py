@@ -261,6 +261,30 @@ def test_conv2d_without_bias_matches_builtin(graph_mode, shape):
     assert_same(grads_of(fused, x), grads_of(builtin, x))
 
 
+def test_eight_lane_kernels_match_builtin(graph_mode, monkeypatch, tmp_path):
+    """CPUs without AVX-512 run the kernels' 8-lane paths (row and position tiles, dw in
+    blocks of 8 channels): built here for x86-64-v3 (AVX2, FMA), their convolutions match
+    MindSpore's on 7x7, 14x14 and 28x28 planes."""
+    from ddpm.nn.kernels import build
+    from ddpm.nn.kernels import ops as kernel_ops
+
+    flags = [f if f != "-march=native" else "-march=x86-64-v3" for f in build.FLAGS]
+    monkeypatch.setattr(build, "FLAGS", flags)
+    monkeypatch.setenv("DDPM_KERNEL_CACHE", str(tmp_path))
+    build.library.cache_clear()
+    kernel_ops.primitives.cache_clear()
+    try:
+        assert "x86-64-v3" in " ".join(build.FLAGS) and kernels.library().parent == tmp_path
+        for shape, c_out in [((3, 20, 7, 7), 30), ((2, 30, 14, 14), 20), ((2, 5, 28, 28), 11)]:
+            x = np.random.default_rng(8).standard_normal(shape).astype(np.float32)
+            fused, builtin = twin_cells(lambda c=shape[1], d=c_out: kernels.Conv2d(c, d, 3))
+            assert_same(grads_of(fused, x), grads_of(builtin, x))
+    finally:  # the next test builds its cells from the native library again
+        monkeypatch.undo()
+        build.library.cache_clear()
+        kernel_ops.primitives.cache_clear()
+
+
 def test_scratch_kept_between_calls_starts_zeroed(graph_mode):
     """The kernels keep their scratch per thread between calls. A call after a larger one on
     other data, whose values are still in those buffers, gets its zero padding back: its
