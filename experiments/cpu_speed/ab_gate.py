@@ -6,11 +6,11 @@ process (experiments/cpu_speed.md, "Small planes").
 Builds the default recipe's budget-probe trainer twice, compiling each right after setting
 the gate NAME of ddpm.nn.kernels.layers (a constant of the graph) to A, then to B. The
 default, KERNEL_MIN_PIXELS:196,16, runs the forward and dx kernels from 14x14 planes up,
-then from 4x4 (the shipped gate); KERNEL_DW_MIN_PIXELS:784,196 runs
-the dw kernel from 28x28, then from 14x14. GATE=SOURCE:a.cc,b.cc builds the kernels from
-two versions of cpu_kernels.cc instead, each its own library in the one process. Then 60
-rounds of one step each, alternating which goes first (PAIRS, default 60), and prints the
-medians and the per-pair ratio B / A.
+then from 4x4 (the shipped gate); KERNEL_DW3_MIN_PIXELS:100000,16 runs the 3x3
+convolutions' dw as MindSpore's, then in the kernel from 4x4. GATE=SOURCE:a.cc,b.cc builds
+the kernels from two versions of cpu_kernels.cc instead, each its own library in the one
+process. Then 60 rounds of one step each, alternating which goes first (PAIRS, default 60),
+and prints the medians and the per-pair ratio B / A.
 """
 
 import os

@@ -32,21 +32,27 @@ DEFAULT_SHAPES = [
 
 
 class Op(nn.Cell):
-    def __init__(self, op):
+    """A kernel's op as a graph; `first` keeps only its first output (dw of (dw, dbias))."""
+
+    def __init__(self, op, first=False):
         super().__init__()
-        self.op = op
+        self.op, self.first = op, first
 
     def construct(self, *args):
-        return self.op(*args)
+        out = self.op(*args)
+        return out[0] if self.first else out
 
 
 class Conv(nn.Cell):
+    """MindSpore's convolution and bias, as the kernels' Conv computes them."""
+
     def __init__(self, co):
         super().__init__()
         self.conv = ops.Conv2D(co, 3, pad_mode="pad", pad=1)
+        self.bias_add = ops.BiasAdd()
 
-    def construct(self, x, w):
-        return self.conv(x, w)
+    def construct(self, x, w, bias):
+        return self.bias_add(self.conv(x, w), bias)
 
 
 class ConvDx(nn.Cell):
@@ -62,11 +68,11 @@ class ConvDx(nn.Cell):
 class ConvDw(nn.Cell):
     def __init__(self, co):
         super().__init__()
-        self.net = Conv(co)
+        self.net, self.bias = Conv(co), Tensor(np.zeros(co, np.float32))
         self.grads = ops.GradOperation(get_all=True, sens_param=True)
 
     def construct(self, x, dy, w):
-        return self.grads(self.net)(x, w, dy)[1]
+        return self.grads(self.net)(x, w, self.bias, dy)[1]
 
 
 def median_time(f, *args, n=15):
@@ -87,11 +93,12 @@ def main() -> None:
         x = Tensor(rng.standard_normal((B, ci, H, H), np.float32))
         w = Tensor(0.1 * rng.standard_normal((co, ci, 3, 3), np.float32))
         dy = Tensor(rng.standard_normal((B, co, H, H), np.float32))
+        bias = Tensor(rng.standard_normal(co, np.float32))
         gflop = 2 * B * H * H * ci * co * 9 / 1e9
-        pairs = [("dw", Op(kernels.conv_filter_grad), ConvDw(co), (x, dy, w))]
+        pairs = [("dw", Op(kernels.conv_filter_grad, first=True), ConvDw(co), (x, dy, w))]
         if sys.argv[1:2] != ["dw"]:
             pairs = [
-                ("fwd", Op(kernels.conv), Conv(co), (x, w)),
+                ("fwd", Op(kernels.conv), Conv(co), (x, w, bias)),
                 ("dx", Op(kernels.conv_input_grad), ConvDx(ci, (B, ci, H, H)), (dy, w)),
                 *pairs,
             ]

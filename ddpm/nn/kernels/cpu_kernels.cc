@@ -737,8 +737,9 @@ struct DenseConv {
   }
 };
 
-// What both tilings read: the kernel A packed [block][k][MR] (zero past D), the source on
-// its tall grid, and where each tap reads relative to an output position.
+// What every tiling reads: the kernel A packed [block][k][MR] (zero past D; MR is the
+// channel-tiles' CB), the source on its tall grid, and where each tap reads relative to an
+// output position.
 template <int MR>
 struct Operands {
   const int taps;
