@@ -34,12 +34,13 @@ from ddpm.config.groups import (
 from ddpm.config.registry import Option
 from ddpm.config.run_folder import RunFolder, load_config
 from ddpm.data.images import to_uint8
-from ddpm.diffusion.samplers import describe
+from ddpm.diffusion.ode_samplers import ODEPlan
+from ddpm.diffusion.samplers import SamplerPlan, describe
 from ddpm.evaluation.build import build_evaluator, build_likelihood, likelihood_variance
 from ddpm.runtime import atomic
 from ddpm.sampling.loading import SavedModel, latest_checkpoint, load_model
 from ddpm.sampling.options import check_class_request, choose_labels, sampler_option
-from ddpm.sampling.reverse_step import p_sample_loop, reverse_process
+from ddpm.sampling.reverse_step import ReverseStep, p_sample_loop, reverse_process
 from ddpm.training.fit import fit_run
 
 
@@ -64,6 +65,7 @@ class Run:
         self.config: RunConfig = resolve(self.cfg)
         self._checkpoint = Path(checkpoint) if checkpoint else None
         self._model: SavedModel | None = None
+        self._steps: dict[tuple, ReverseStep] = {}  # signature -> the first step built
 
     @property
     def model(self) -> SavedModel:
@@ -91,6 +93,13 @@ class Run:
         (steps, eta, order, guidance, guidance_interval) applied and checked."""
         return sampler_option(self.cfg, name, **overrides)
 
+    def reverse_process(self, sampler: Option) -> tuple[ReverseStep, SamplerPlan | ODEPlan]:
+        """The reverse step and plan of `sampler`. The step is that of an earlier call
+        wherever it computes the same (ReverseStep.signature), so sampling again at another
+        guidance scale, step count or sampler of the same kind compiles no new graph."""
+        step, plan = reverse_process(self.model.network, self.model.diffusion, sampler)
+        return self._steps.setdefault(step.signature(), step), plan
+
     def sample(
         self,
         n: int = 64,
@@ -112,7 +121,7 @@ class Run:
         option = sampler if isinstance(sampler, Option) else self.sampler(sampler, **overrides)
         check_class_request(self.cfg, classes, per_class)
         labels, columns = choose_labels(self.classes, n, classes, per_class)
-        step, plan = reverse_process(self.model.network, self.model.diffusion, option)
+        step, plan = self.reverse_process(option)
         shape = (n if labels is None else len(labels), *self.image_shape)
         x = p_sample_loop(step, plan, shape, seed=seed, on_step=on_step, labels=labels)
         return Samples(to_uint8(x), labels, option, plan.num_steps, columns)
@@ -138,7 +147,7 @@ class Run:
         evaluator = build_evaluator(n, dataset, conditional=bool(model.classes))
         variance = likelihood_variance(self.config["sampler"])
         likelihood = build_likelihood(bpd_n, bpd_timesteps, dataset, model.diffusion, variance)
-        step, plan = reverse_process(model.network, model.diffusion, option)
+        step, plan = self.reverse_process(option)
         start, metrics = time.perf_counter(), {}
         if evaluator is not None:
             metrics.update(

@@ -190,3 +190,24 @@ def test_switching_sampler_keeps_the_runs_guidance_but_not_its_steps():
     assert list(option.shared.guidance_interval) == [0.2, 0.8]
     assert option.shared.steps == 18  # heun.yaml's own
     assert sampler_option(cfg, "heun", guidance=1.5).shared.guidance == 1.5
+
+
+@pytest.mark.xdist_group("flow_run")  # tests.conftest.flow_run
+def test_a_run_samples_other_scales_and_step_counts_on_its_compiled_graphs(flow_run):
+    """ddpm.guidance samples one run at several w: after the first scale nothing compiles,
+    and every draw is the one a freshly loaded run makes."""
+    from ddpm.api import load_run
+
+    first, _ = flow_run.reverse_process(flow_run.sampler(guidance=2.0))
+    flow_run.sample(6, seed=1, guidance=2.0)
+    graphs = first.parts()
+    compiled = [set(cell.compile_cache) for cell in (graphs.network, graphs.update)]
+    assert all(compiled)
+    again = flow_run.sample(6, seed=1, guidance=4.0, steps=4)
+    assert flow_run.reverse_process(flow_run.sampler(guidance=4.0, steps=4))[0] is first
+    assert [set(cell.compile_cache) for cell in (graphs.network, graphs.update)] == compiled
+    fresh = load_run(flow_run.path).sample(6, seed=1, guidance=4.0, steps=4)
+    np.testing.assert_array_equal(again.images, fresh.images)
+    # w = 1 everywhere needs one network call a row: another graph, so another step.
+    plain, _ = flow_run.reverse_process(flow_run.sampler(guidance=1.0))
+    assert plain is not first and not plain.guided

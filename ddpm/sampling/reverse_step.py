@@ -71,6 +71,14 @@ class ReverseStep(nn.Cell):
         """This step for another set of guidance scales."""
         return ReverseStep(self.network, self.objective, self.clip, scales, self.variance)
 
+    def signature(self) -> tuple:
+        """What the step computes beyond its inputs. A row's w reaches the step through
+        `coefs`, so the scales it was built for matter only as these flags: two steps of
+        one network with equal signatures return the same for the same inputs, and either
+        can run the other's rows on its compiled graphs."""
+        kind = (type(self), self.objective, self.clip, self.variance)
+        return (*kind, id(self.network), self.guided, self.unconditional)
+
     def parts(self) -> Evaluations:
         """This step in parts, compiled once per step object and batch shape."""
         if self._parts is None:
