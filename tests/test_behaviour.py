@@ -13,6 +13,8 @@ import pytest
 
 from tests.reference import behaviour
 
+pytestmark = pytest.mark.xdist_group("behaviour")  # one worker measures, once
+
 
 @pytest.fixture(scope="module")
 def measured(tmp_path_factory):

@@ -38,6 +38,10 @@ def hparams_of(acc: EventAccumulator) -> dict:
     return {k: v.string_value or v.number_value for k, v in info.hparams.items()}
 
 
+# The tests of one trained run share a worker, so that the run trains once.
+on_trained_run = pytest.mark.xdist_group("trained_run")
+
+
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("run")
@@ -49,6 +53,7 @@ def trained_run(tmp_path_factory) -> Path:
     return run_dir
 
 
+@on_trained_run
 def test_run_writes_events_samples_and_checkpoint(trained_run):
     acc = events(trained_run)
     tags = acc.Tags()
@@ -73,6 +78,7 @@ def test_run_writes_events_samples_and_checkpoint(trained_run):
     assert (trained_run / "checkpoints" / "step_00000004.ckpt").is_file()
 
 
+@on_trained_run
 def test_sample_cli_writes_grid_npz_and_gif(trained_run, tmp_path):
     proc = cli(
         "-m",
@@ -158,6 +164,7 @@ def test_bad_config_is_one_line_before_anything_runs(args, message, tmp_path):
     assert not list(tmp_path.glob("events.out.tfevents.*"))
 
 
+@on_trained_run
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -192,6 +199,7 @@ def test_bad_tool_input_is_one_line(args, message, trained_run, tmp_path, capsys
     assert fill(message) in err.strip().splitlines()[-1]
 
 
+@on_trained_run
 def test_corrupt_run_config_names_the_file(trained_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
