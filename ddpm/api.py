@@ -37,6 +37,7 @@ from ddpm.data.images import to_uint8
 from ddpm.diffusion.ode_samplers import ODEPlan
 from ddpm.diffusion.samplers import SamplerPlan, describe
 from ddpm.evaluation.build import build_evaluator, build_likelihood, likelihood_variance
+from ddpm.evaluation.evaluator import Evaluator
 from ddpm.runtime import atomic
 from ddpm.sampling.loading import SavedModel, latest_checkpoint, load_model
 from ddpm.sampling.options import check_class_request, choose_labels, sampler_option
@@ -66,6 +67,7 @@ class Run:
         self._checkpoint = Path(checkpoint) if checkpoint else None
         self._model: SavedModel | None = None
         self._steps: dict[tuple, ReverseStep] = {}  # signature -> the first step built
+        self._evaluator: Evaluator | None = None  # loaded once: its network compiles once
 
     @property
     def model(self) -> SavedModel:
@@ -144,7 +146,9 @@ class Run:
         `save` writes them to the run's metrics.json, as ddpm.evaluate does."""
         option = sampler if isinstance(sampler, Option) else self.sampler(sampler, **overrides)
         dataset, model = self.config["dataset"], self.model
-        evaluator = build_evaluator(n, dataset, conditional=bool(model.classes))
+        if n and self._evaluator is None:
+            self._evaluator = build_evaluator(n, dataset, conditional=bool(model.classes))
+        evaluator = self._evaluator if n else None
         variance = likelihood_variance(self.config["sampler"])
         likelihood = build_likelihood(bpd_n, bpd_timesteps, dataset, model.diffusion, variance)
         step, plan = self.reverse_process(option)

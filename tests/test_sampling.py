@@ -193,11 +193,18 @@ def test_switching_sampler_keeps_the_runs_guidance_but_not_its_steps():
 
 
 @pytest.mark.xdist_group("flow_run")  # tests.conftest.flow_run
-def test_a_run_samples_other_scales_and_step_counts_on_its_compiled_graphs(flow_run):
-    """ddpm.guidance samples one run at several w: after the first scale nothing compiles,
-    and every draw is the one a freshly loaded run makes."""
+def test_a_run_samples_other_scales_and_step_counts_on_its_compiled_graphs(
+    flow_run, feature_cache, monkeypatch
+):
+    """ddpm.guidance evaluates one run at several w: after the first scale nothing
+    compiles, and every draw is the one a freshly loaded run makes."""
     from ddpm.api import load_run
 
+    monkeypatch.setenv("DDPM_CACHE", str(feature_cache))
+    flow_run.evaluate(10, batch=10, guidance=2.0)
+    features = flow_run._evaluator.space.net
+    compiled_features = set(features.compile_cache)
+    assert compiled_features  # the tools run graph mode: the feature network compiled
     first, _ = flow_run.reverse_process(flow_run.sampler(guidance=2.0))
     flow_run.sample(6, seed=1, guidance=2.0)
     graphs = first.parts()
@@ -206,6 +213,9 @@ def test_a_run_samples_other_scales_and_step_counts_on_its_compiled_graphs(flow_
     again = flow_run.sample(6, seed=1, guidance=4.0, steps=4)
     assert flow_run.reverse_process(flow_run.sampler(guidance=4.0, steps=4))[0] is first
     assert [set(cell.compile_cache) for cell in (graphs.network, graphs.update)] == compiled
+    flow_run.evaluate(10, batch=10, guidance=4.0)
+    assert flow_run._evaluator.space.net is features
+    assert set(features.compile_cache) == compiled_features
     fresh = load_run(flow_run.path).sample(6, seed=1, guidance=4.0, steps=4)
     np.testing.assert_array_equal(again.images, fresh.images)
     # w = 1 everywhere needs one network call a row: another graph, so another step.
