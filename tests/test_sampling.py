@@ -194,7 +194,7 @@ def test_switching_sampler_keeps_the_runs_guidance_but_not_its_steps():
 
 @pytest.mark.xdist_group("flow_run")  # tests.conftest.flow_run
 def test_a_run_samples_other_scales_and_step_counts_on_its_compiled_graphs(
-    flow_run, feature_cache, monkeypatch
+    flow_run, feature_cache, monkeypatch, graph_mode
 ):
     """ddpm.guidance evaluates one run at several w: after the first scale nothing
     compiles, and every draw is the one a freshly loaded run makes."""
@@ -204,7 +204,7 @@ def test_a_run_samples_other_scales_and_step_counts_on_its_compiled_graphs(
     flow_run.evaluate(10, batch=10, guidance=2.0)
     features = flow_run._evaluator.space.net
     compiled_features = set(features.compile_cache)
-    assert compiled_features  # the tools run graph mode: the feature network compiled
+    assert compiled_features
     first, _ = flow_run.reverse_process(flow_run.sampler(guidance=2.0))
     flow_run.sample(6, seed=1, guidance=2.0)
     graphs = first.parts()
