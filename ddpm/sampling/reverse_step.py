@@ -76,8 +76,8 @@ class ReverseStep(nn.Cell):
         `coefs`, so the scales it was built for matter only as these flags: two steps of
         one network with equal signatures return the same for the same inputs, and either
         can run the other's rows on its compiled graphs."""
-        kind = (type(self), self.objective, self.clip, self.variance)
-        return (*kind, id(self.network), self.guided, self.unconditional)
+        computes = (type(self), self.objective, self.clip, self.variance, id(self.network))
+        return (*computes, self.guided, self.unconditional)
 
     def parts(self) -> Evaluations:
         """This step in parts, compiled once per step object and batch shape."""
