@@ -44,8 +44,7 @@ def set_gate(label: str, value: int | str) -> None:
         setattr(layers, name, value)
         return
     build.SOURCE = Path(value).resolve()
-    build.library.cache_clear()
-    kernel_ops.primitives.cache_clear()
+    kernel_ops.reload()
 
 
 def main() -> None:

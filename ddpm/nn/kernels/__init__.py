@@ -2,8 +2,8 @@
 
 `cpu_kernels.cc` computes, for float32 NCHW tensors on the CPU:
 - depthwise convolutions (`DepthwiseConv2d`), with an optional per-sample bias;
-- dense convolutions on planes of 14x14 and larger (`Conv2d`: forward and dx, dw from
-  28x28);
+- dense convolutions with their bias on planes of 4x4 and larger (`Conv2d`: forward and
+  dx; dw and dbias for 3x3 kernels, and from 28x28 for others);
 - GroupNorm (`GroupNorm`) with an optional per-sample affine and a fused SiLU;
 - softmax over a non-last axis (`Softmax`), the exact GELU (`GELU`) and the channel
   LayerNorm of linear attention (`ChannelLayerNorm`);

@@ -28,7 +28,6 @@ class _Convolution(nn.Cell):
         self.input_grad = primitives().conv_input_grad
         self.filter_grad = primitives().conv_filter_grad
         self.builtin = _BiasedConvolution(conv2d, bias_add)
-        self.has_bias = bias_add is not None
         self.grads = ops.GradOperation(get_all=True, sens_param=True)
 
     def construct(self, x: Tensor, w: Tensor, bias: Tensor) -> Tensor:
@@ -41,7 +40,7 @@ class _Convolution(nn.Cell):
         if pixels >= gate:
             dw, dbias = self.filter_grad(x, dout, w)
             return dx, dw, dbias
-        if not self.has_bias:  # a constant of zeros, whose gradient is dropped
+        if self.builtin.bias_add is None:  # a constant of zeros, whose gradient is dropped
             return dx, self.grads(self.builtin)(x, w, dout)[1], ops.zeros_like(bias)
         _, dw, dbias = self.grads(self.builtin)(x, w, bias, dout)
         return dx, dw, dbias

@@ -30,6 +30,13 @@ def active() -> bool:
     return ms.get_context("device_target") == "CPU" and library() is not None
 
 
+def reload() -> None:
+    """Forget the built library and its primitives: cells built after this call take them
+    from build.SOURCE, build.FLAGS and $DDPM_KERNEL_CACHE as these are then."""
+    library.cache_clear()
+    primitives.cache_clear()
+
+
 def _same(x, *_):
     return x
 
