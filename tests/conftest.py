@@ -24,6 +24,7 @@ from ddpm.diffusion.objectives import OBJECTIVES
 from ddpm.diffusion.samplers import SAMPLERS, SamplerPlan
 from ddpm.diffusion.schedules import SCHEDULES
 from ddpm.diffusion.schedules import make_betas as schedule_betas
+from ddpm.nn import kernels
 from ddpm.nn.build import denoiser
 from ddpm.training.build import build_parts, build_trainer
 
@@ -103,6 +104,14 @@ def pynative_mode():
     """Every test starts in PyNative mode (in-process tests skip graph compilation), even
     after a tool run in-process switched to graph mode."""
     ms.set_context(mode=ms.PYNATIVE_MODE)
+    yield
+
+
+@pytest.fixture(autouse=True)
+def kernel_defaults():
+    """Every test starts with the fused kernels on and float32 products, as after import,
+    even after an in-process run applied its runtime section (runtime.conv_precision)."""
+    kernels.use(True)
     yield
 
 

@@ -50,6 +50,7 @@ def test_bench_cli_writes_every_figure(tmp_path):
 
     out = tmp_path / "bench.json"
     args = ["--cases", "quick", "--steps", "1", "--ddpm-steps", "1", "--pairs", "3"]
+    args += ["--precision", "float32"]
     proc = subprocess.run(
         [sys.executable, "-m", "ddpm.bench", *args, "--out", str(out)],
         capture_output=True,
@@ -59,9 +60,11 @@ def test_bench_cli_writes_every_figure(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "| train step, step-paired with the other framework (s) |" in proc.stdout
     assert "train step, MindSpore / PyTorch eager per round (3 rounds): median" in proc.stdout
+    assert "| MindSpore, float32 products / PyTorch eager |" in proc.stdout
     case = json.loads(out.read_text())["cases"]["quick"]
     for framework in ("mindspore", "torch"):
         figures = case[framework]
         assert len(figures["train_pairs_s"]) == 3 and all(t > 0 for t in figures["train_pairs_s"])
         for key in ("train_step_s", "forward_64_s", "ddim50_s", "ddpm_T_s", "peak_rss_mb"):
             assert figures[key] > 0, key
+    assert case["precision"]["train_step_s"] > 0

@@ -175,6 +175,10 @@ def test_unknown_name_inside_yaml_lists_valid_ones():
         ("trainer.eval_n=-1", r"trainer.eval_n=-1: must be >= 0"),
         ("runtime.mode=eager", r"runtime.mode='eager': must be one of graph, pynative"),
         ("runtime.jit_level=O2", r"runtime.jit_level='O2': must be one of O0, O1"),
+        (
+            "runtime.conv_precision=float16",
+            r"runtime.conv_precision='float16': must be one of float32, bfloat16",
+        ),
         ("seed=-1", r"seed=-1: must be >= 0"),
         ("sweep_metric=accuracy", r"sweep_metric='accuracy': must be one of final_loss"),
         ("sweep_metric=fd", r"sweep_metric=fd is only computed with trainer.eval_n > 0"),

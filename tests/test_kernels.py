@@ -12,6 +12,7 @@ import pytest
 from mindspore import Tensor, nn, ops
 
 from ddpm.nn import kernels
+from ddpm.nn.kernels import ops as kernel_ops
 
 pytestmark = pytest.mark.skipif(
     kernels.library() is None, reason="no C++ compiler: the fused kernels cannot be built"
@@ -412,3 +413,59 @@ def test_import_sets_a_short_openmp_spin_unless_the_user_chose(env, spincount):
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[-1] == spincount
+
+
+bf16_only = pytest.mark.skipif(
+    not kernels.library() or not kernel_ops.bf16_capable(),
+    reason="the library multiplies in bf16 only on CPUs with AVX512-BF16",
+)
+
+
+def bf16_and_float32_cells(make):
+    """The same cell built with bf16 products and with float32 ones, equal parameters."""
+    kernels.use(True, bf16=True)
+    try:
+        low = make()
+    finally:
+        kernels.use(True)
+    full = make()
+    for p, q in zip(low.get_parameters(), full.get_parameters(), strict=True):
+        q.set_data(p.data.copy())
+    return low, full
+
+
+@bf16_only
+@pytest.mark.parametrize(
+    "shape,c_out",
+    [
+        ((2, 32, 14, 14), 20),  # 14 wide: tiles of 14 positions x 32 channels
+        ((3, 20, 7, 7), 40),  # 7 wide, 64 channels a tile; dx with 20 (a block of 32)
+        ((2, 5, 28, 28), 24),  # 28 wide in two tiles; odd S pairs a channel with zeros
+        ((2, 6, 9, 9), 12),  # no bf16 tiles for 9 wide or 12 channels: dw alone in bf16
+    ],
+)
+def test_bf16_convolution_matches_float32_to_bf16_rounding(graph_mode, shape, c_out):
+    """runtime.conv_precision=bfloat16: values and gradients within bf16's rounding of the
+    float32 kernels' (8-bit mantissas: about 0.4% of a sum's largest terms), and not equal
+    to them, so the bf16 products did run."""
+    x = np.random.default_rng(9).standard_normal(shape).astype(np.float32)
+    low, full = bf16_and_float32_cells(lambda: kernels.Conv2d(shape[1], c_out, 3))
+    a, b = grads_of(low, x), grads_of(full, x)
+    assert_same(a, b, rtol=2e-2)
+    (dw_low, db_low), (dw_full, db_full) = a[2][-2:], b[2][-2:]
+    assert np.abs(dw_low - dw_full).max() > 1e-6 * np.abs(dw_full).max()  # 3x3 dw: bf16 always
+    np.testing.assert_array_equal(db_low, db_full)  # dbias sums dy in float32 either way
+    tiled = c_out > 16 and shape[3] in (7, 14, 28)
+    assert (np.abs(a[0] - b[0]).max() > 0) == tiled  # the forward pass: bf16 where tiled
+
+
+def test_bf16_is_off_unless_asked_for_and_able():
+    kernels.use(True)
+    assert not kernel_ops.bf16()
+    kernels.use(True, bf16=True)
+    try:
+        assert kernel_ops.bf16() == kernel_ops.bf16_capable()
+        kernels.use(False, bf16=True)
+        assert not kernel_ops.bf16()  # no kernels, no bf16 products
+    finally:
+        kernels.use(True)

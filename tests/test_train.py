@@ -96,6 +96,27 @@ def test_compile_levels_train_the_same_bits(graph_mode):
         np.testing.assert_array_equal(value, params_o0[name], err_msg=name)
 
 
+@pytest.mark.skipif(not kernels.bf16_capable(), reason="the CPU has no AVX512-BF16")
+def test_bf16_products_train_as_float32_does(graph_mode):
+    """runtime.conv_precision=bfloat16: the network's convolutions multiply in bf16, and
+    three steps leave losses and weights within bf16's rounding of float32's, not equal."""
+    run = resolve(compose_config())
+    trained = []
+    try:
+        for precision in ("bfloat16", "float32"):
+            configure_runtime(dataclasses.replace(run.runtime, conv_precision=precision))
+            step, net = make_step()
+            losses = [step(*batch(i), Tensor(0.9, mstype.float32))[0].asnumpy() for i in range(3)]
+            trained.append((np.array(losses), [p.asnumpy() for p in net.get_parameters()]))
+    finally:
+        kernels.use(True)
+    (losses_bf16, params_bf16), (losses_fp32, params_fp32) = trained
+    np.testing.assert_allclose(losses_bf16, losses_fp32, rtol=2e-2)
+    assert not np.array_equal(losses_bf16, losses_fp32)
+    for low, full in zip(params_bf16, params_fp32, strict=True):
+        np.testing.assert_allclose(low, full, rtol=0, atol=2e-2 * max(1.0, np.abs(full).max()))
+
+
 @pytest.mark.parametrize("fused_update", [True, pytest.param(False, marks=pytest.mark.slow)])
 def test_accumulated_micro_batches_update_as_one_batch(fused_update):
     """k = 4 micro-batches of 2 give one batch of 8's update (to float32 rounding), over two

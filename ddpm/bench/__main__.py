@@ -1,7 +1,7 @@
 """`make bench`: MindSpore against its PyTorch twin, on the same U-Nets, in one run.
 
     python -m ddpm.bench [--cases seed,seed_resnet,quick] [--steps 10] [--builtin]
-                         [--no-compile] [--pairs 20] [--out bench.json]
+                         [--precision float32] [--no-compile] [--pairs 20] [--out bench.json]
 
 PyTorch runs twice: eager, and under torch.compile (inductor; forward and backward
 compiled, the optimiser eager), whose first step includes its compilation.
@@ -26,7 +26,8 @@ ratios print below it.
 MindSpore runs with ddpm's settings (ddpm.nn.kernels, the oneDNN ISA cap, libgomp's short
 spin); PyTorch and the peak run without the variables `import ddpm` sets, with PyTorch's
 own OpenMP defaults (its loops slowed down about 1.8x under a passive wait). `--builtin` adds
-MindSpore with its built-in ops only (DDPM_CPU_KERNELS=0), for the kernels' share.
+MindSpore with its built-in ops only (DDPM_CPU_KERNELS=0), for the kernels' share;
+`--precision P` adds MindSpore with runtime.conv_precision=P (the case's is the config's).
 """
 
 from __future__ import annotations
@@ -273,7 +274,7 @@ def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> tuple[float, str]:
 
 
 # ---- the parent: run workers, print and save -------------------------------------------
-WORKERS = ("mindspore", "builtin", "torch", "torch_compile", "peak")
+WORKERS = ("mindspore", "builtin", "precision", "torch", "torch_compile", "peak")
 
 
 def worker_process(
@@ -283,6 +284,7 @@ def worker_process(
     cmd = [sys.executable, "-m", "ddpm.bench", "--worker", worker, "--cases", case]
     cmd += ["--steps", str(args.steps), "--torch-threads", str(args.torch_threads)]
     cmd += ["--ddpm-steps", str(args.ddpm_steps)] if args.ddpm_steps else []
+    cmd += ["--precision", args.precision] if args.precision else []
     env = dict(os.environ)
     if worker in ("torch", "torch_compile", "peak"):  # PyTorch keeps its own defaults
         for name in ddpm.ENV_SET_HERE:
@@ -319,10 +321,11 @@ ROWS = [
 NAMES = {
     "mindspore": "MindSpore",
     "builtin": "MindSpore built-in ops",
+    "precision": "MindSpore, --precision products",
     "torch": "PyTorch eager",
     "torch_compile": "PyTorch compiled",
 }
-MINDSPORE, PYTORCH = ("mindspore", "builtin"), ("torch", "torch_compile")
+MINDSPORE, PYTORCH = ("mindspore", "builtin", "precision"), ("torch", "torch_compile")
 
 
 class StepServer:
@@ -407,11 +410,11 @@ def add_rates(result: dict | None, flops: dict | None, peak: float) -> None:
         result["train_peak_frac"] = result["train_gflops"] / peak
 
 
-def print_table(case: str, results: dict[str, dict | None]) -> None:
+def print_table(case: str, results: dict[str, dict | None], names: dict[str, str]) -> None:
     """One row per figure: each framework's value, then each MindSpore run / PyTorch."""
-    cols = [w for w in NAMES if w in results]
+    cols = [w for w in names if w in results]
     ratios = [(w, ref) for ref in PYTORCH if ref in results for w in MINDSPORE if w in results]
-    head = [NAMES[w] for w in cols] + [f"{NAMES[w]} / {NAMES[ref]}" for w, ref in ratios]
+    head = [names[w] for w in cols] + [f"{names[w]} / {names[ref]}" for w, ref in ratios]
     print(f"\n## {case}\n\n| figure | {' | '.join(head)} |\n|---|{'---|' * len(head)}")
     for key, label in ROWS:
         values = {w: (results[w] or {}).get(key) for w in cols}
@@ -436,6 +439,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--torch-threads", type=int, default=2, help="PyTorch intra-op threads")
     p.add_argument(
         "--builtin", action="store_true", help="also time MindSpore without ddpm.nn.kernels"
+    )
+    p.add_argument(
+        "--precision",
+        choices=["float32", "bfloat16"],
+        help="also time MindSpore with this runtime.conv_precision",
     )
     p.add_argument(
         "--compile",
@@ -471,13 +479,15 @@ def main(argv: list[str] | None = None) -> int:
     }
     runs = ["torch", *(["torch_compile"] if args.compile else []), "mindspore"]
     runs += ["builtin"] if args.builtin else []
+    runs += ["precision"] if args.precision else []
+    names = dict(NAMES, precision=f"MindSpore, {args.precision} products")
     for case in cases:
         results = {w: run_worker(w, case, args) for w in runs}
         paired = add_paired_train(results, case, args) if args.pairs else {}
         for result in results.values():
             add_rates(result, results["torch"], peak["gflops"])
         report["cases"][case] = results
-        print_table(case, results)
+        print_table(case, results, names)
         for ref, ratios in paired.items():
             q1, median, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
             print(
@@ -502,6 +512,8 @@ def worker(name: str, case: str, args: argparse.Namespace) -> dict[str, Any]:
             "matmul_source": matmul_source,
         }
     cfg = case_config(case)
+    if name == "precision":
+        cfg["runtime"]["conv_precision"] = args.precision
     if name in ("torch", "torch_compile"):
         compiled = name == "torch_compile"
         return torch_worker(

@@ -42,6 +42,7 @@ ADDED_KEYS = {
     "model.patch_size": 1,
     "runtime.threads": None,
     "runtime.jit_level": None,
+    "runtime.conv_precision": "float32",
     "trainer.accumulate": 1,
     "trainer.posthoc_ema": [],
     "trainer.posthoc_every": 500,

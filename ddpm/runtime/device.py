@@ -18,6 +18,8 @@ class RuntimeKeys:
     mode: Annotated[str, OneOf(("graph", "pynative"))]
     jit_level: Annotated[str | None, OneOf(("O0", "O1"))]  # graph compile level (null: MindSpore's)
     cpu_kernels: bool  # the fused C++ kernels of ddpm.nn.kernels; DDPM_CPU_KERNELS=0 also disables
+    # the products of the kernels' dense convolutions (sums stay float32)
+    conv_precision: Annotated[str, OneOf(("float32", "bfloat16"))]
     threads: Annotated[int | None, Range(gt=0)]  # MindSpore's CPU kernel threads (null: its own)
 
 
@@ -27,13 +29,13 @@ def runtime_keys(section: dict[str, Any]) -> RuntimeKeys:
 
 def configure_runtime(runtime: RuntimeKeys, mode: str | None = None) -> None:
     """Apply the runtime section: device, execution mode (or `mode`), compile level, fused
-    CPU kernels, kernel threads."""
+    CPU kernels and their convolutions' precision, kernel threads."""
     ms.set_device(runtime.device)
     graph = (mode or runtime.mode) == "graph"
     ms.set_context(mode=ms.GRAPH_MODE if graph else ms.PYNATIVE_MODE)
     if runtime.jit_level is not None:
         ms.set_context(jit_config={"jit_level": runtime.jit_level})
-    kernels.use(runtime.cpu_kernels)
+    kernels.use(runtime.cpu_kernels, bf16=runtime.conv_precision == "bfloat16")
     if runtime.threads is not None:
         set_threads(runtime.threads)
 

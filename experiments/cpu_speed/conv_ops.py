@@ -2,6 +2,7 @@
 
     python experiments/cpu_speed/conv_ops.py fwd [B,Ci,Co,H ...]   # forward and dx, then dw
     python experiments/cpu_speed/conv_ops.py dw                    # dw only
+    PRECISION=bfloat16 python experiments/cpu_speed/conv_ops.py fwd  # the bf16 products
 
 Each op runs as a graph of its own (median of 15 calls) and is checked against MindSpore's
 op. Such a graph allocates its output afresh on every call, which the ops inside a network
@@ -9,6 +10,7 @@ graph do not, so these times overstate MindSpore's in-graph cost on small planes
 kernels inside the network with ab_gate.py and ab_sample.py (experiments/cpu_speed.md).
 """
 
+import os
 import sys
 import time
 
@@ -87,7 +89,8 @@ def median_time(f, *args, n=15):
 
 def main() -> None:
     ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU", jit_config={"jit_level": "O0"})
-    kernels, rng = primitives(), np.random.default_rng(0)
+    kernels = getattr(primitives(), "conv_" + os.environ.get("PRECISION", "float32"))
+    rng = np.random.default_rng(0)
     given = [tuple(map(int, s.split(","))) for s in sys.argv[2:]]
     for B, ci, co, H in given or DEFAULT_SHAPES:
         x = Tensor(rng.standard_normal((B, ci, H, H), np.float32))
@@ -95,11 +98,11 @@ def main() -> None:
         dy = Tensor(rng.standard_normal((B, co, H, H), np.float32))
         bias = Tensor(rng.standard_normal(co, np.float32))
         gflop = 2 * B * H * H * ci * co * 9 / 1e9
-        pairs = [("dw", Op(kernels.conv_filter_grad, first=True), ConvDw(co), (x, dy, w))]
+        pairs = [("dw", Op(kernels.filter_grad, first=True), ConvDw(co), (x, dy, w))]
         if sys.argv[1:2] != ["dw"]:
             pairs = [
                 ("fwd", Op(kernels.conv), Conv(co), (x, w, bias)),
-                ("dx", Op(kernels.conv_input_grad), ConvDx(ci, (B, ci, H, H)), (dy, w)),
+                ("dx", Op(kernels.input_grad), ConvDx(ci, (B, ci, H, H)), (dy, w)),
                 *pairs,
             ]
         for name, fused, builtin, args in pairs:

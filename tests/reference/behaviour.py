@@ -27,9 +27,12 @@ ROOT = Path(__file__).resolve().parents[2]
 RECORD = Path(__file__).with_name("behaviour.json")
 # experiment=tiny seed=3 as the flat-package code saved it: config and final checkpoint.
 PRE_LAYOUT_RUN = Path(__file__).with_name("pre_layout_run")
-TINY_RUN = ["experiment=tiny", "seed=3"]
+# Float32 products throughout, so that a CPU without AVX512-BF16 computes the same sums and
+# the figures compare to float rounding on any CPU (tests/test_kernels.py checks bf16's).
+FLOAT32 = "runtime.conv_precision=float32"
+TINY_RUN = ["experiment=tiny", "seed=3", FLOAT32]
 # the DDPM recipe (the default before flow matching), as recorded
-DEFAULT_20 = ["experiment=quick_ddpm", "trainer.minutes=null", "trainer.steps=20"]
+DEFAULT_20 = ["experiment=quick_ddpm", "trainer.minutes=null", "trainer.steps=20", FLOAT32]
 DEFAULT_20 += ["trainer.log_every=1"]
 DEFAULT_20 += ["trainer.sample_every=0", "trainer.checkpoint_every=0", "trainer.sample_n=10"]
 SAMPLE_ARGS = ["--n", "6", "--seed", "5"]

@@ -3,7 +3,9 @@
 `cpu_kernels.cc` computes, for float32 NCHW tensors on the CPU:
 - depthwise convolutions (`DepthwiseConv2d`), with an optional per-sample bias;
 - dense convolutions with their bias on planes of 4x4 and larger (`Conv2d`: forward and
-  dx; dw and dbias for 3x3 kernels, and from 28x28 for others);
+  dx; dw and dbias for 3x3 kernels, and from 28x28 for others), whose products can be
+  bf16 where the CPU has AVX512-BF16 (`use(..., bf16=True)`, config
+  `runtime.conv_precision`);
 - GroupNorm (`GroupNorm`) with an optional per-sample affine and a fused SiLU;
 - softmax over a non-last axis (`Softmax`), the exact GELU (`GELU`) and the channel
   LayerNorm of linear attention (`ChannelLayerNorm`);
@@ -29,7 +31,7 @@ from ddpm.nn.kernels.layers import (
     GroupNorm,
     Softmax,
 )
-from ddpm.nn.kernels.ops import active, adam_ema, use
+from ddpm.nn.kernels.ops import active, adam_ema, bf16_capable, use
 
 __all__ = [
     "GELU",
@@ -40,6 +42,7 @@ __all__ = [
     "Softmax",
     "active",
     "adam_ema",
+    "bf16_capable",
     "library",
     "use",
 ]

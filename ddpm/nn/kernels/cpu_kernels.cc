@@ -893,6 +893,223 @@ void correlate_dense(const float *src, const float *w, float *dst, const DenseCo
 #endif
 }
 
+// ---- bf16 products for the dense convolutions -------------------------------------------------
+// With AVX512-BF16, the forward pass, dx and the 3x3 dw can multiply in bfloat16 (8-bit
+// mantissa, inputs rounded to nearest even) and add in float32: vdpbf16ps does 32 products a
+// lane pair at a time, twice the float32 FMA's rate on this kind of CPU. The operands are
+// packed as pairs, two bf16 in each 32-bit lane, along the sum's index: input channels for
+// the correlation (a channel-pair grid), positions along a row for dw.
+#ifdef __AVX512BF16__
+constexpr bool kHasBf16 = true;
+
+// n floats to bf16, rounded to nearest even (vcvtneps2bf16: subnormal inputs become zero).
+inline void to_bf16(const float *src, uint16_t *dst, int n) {
+  for (int i = 0; i < n; i += 16) {
+    const __mmask16 m = n - i >= 16 ? 0xffff : (__mmask16)((1u << (n - i)) - 1);
+    const __m256bh r = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, src + i));
+    _mm256_mask_storeu_epi16(dst + i, m, (__m256i)r);
+  }
+}
+
+// dst[i] = (bf16(lo[i]), bf16(hi[i])) for i < n: two channels' rows as lane pairs; hi null
+// pairs with zeros.
+inline void to_bf16_pairs(const float *lo, const float *hi, uint32_t *dst, int n) {
+  for (int i = 0; i < n; i += 16) {
+    const __mmask16 m = n - i >= 16 ? 0xffff : (__mmask16)((1u << (n - i)) - 1);
+    const __m512i l = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, lo + i)));
+    __m512i pair = l;
+    if (hi != nullptr) {
+      const __m512i h = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, hi + i)));
+      pair = _mm512_or_si512(l, _mm512_slli_epi32(h, 16));
+    }
+    _mm512_mask_storeu_epi32(dst + i, m, pair);
+  }
+}
+
+// A bf16 pair in each 32-bit lane: (lo, hi) from two floats, rounded as to_bf16 rounds.
+inline uint32_t bf16_pair(float lo, float hi) {
+  const __m128i r = (__m128i)_mm_cvtneps_pbh(_mm_setr_ps(lo, hi, 0.f, 0.f));
+  return (uint32_t)_mm_cvtsi128_si32(r);  // bf16 lanes 0 and 1: lo | hi << 16
+}
+
+// out[j, 0..CV 16) = sum_k2 dot(s2[off[k2] + j], a2[k2, 0..CV 16)): gemm_channel_tile with
+// each 32-bit lane a pair of taps (channels 2c and 2c + 1 at one offset).
+template <int MP, int CV>
+inline void gemm_channel_tile_bf16(int pairs, const uint32_t *__restrict a, const uint32_t *__restrict s,
+                                   const size_t *__restrict off, float *__restrict out) {
+  __m512 c[MP][CV];
+  for (int j = 0; j < MP; ++j)
+    for (int v = 0; v < CV; ++v) c[j][v] = _mm512_setzero_ps();
+  for (int k = 0; k < pairs; ++k) {
+    __m512bh av[CV];
+    for (int v = 0; v < CV; ++v) av[v] = (__m512bh)_mm512_load_si512(a + ((size_t)k * CV + v) * 16);
+    const uint32_t *sk = s + off[k];
+#pragma GCC unroll 32
+    for (int j = 0; j < MP; ++j) {
+      const __m512bh b = (__m512bh)_mm512_set1_epi32((int)sk[j]);
+      for (int v = 0; v < CV; ++v) c[j][v] = _mm512_dpbf16_ps(c[j][v], b, av[v]);
+    }
+  }
+  for (int j = 0; j < MP; ++j)
+    for (int v = 0; v < CV; ++v) _mm512_store_ps(out + (j * CV + v) * 16, c[j][v]);
+}
+
+// correlate_channels in bf16: the kernel packed [block][pair k2 = (c/2, p, q)][CB] and the
+// source on a grid of channel pairs, plane c/2 holding channels c and c + 1 (a zero channel
+// past an odd S).
+template <int MP, int CV>
+void correlate_channels_bf16(const float *src, const float *w, float *dst, const DenseConv &v) {
+  constexpr int CB = CV * 16;
+  const int K = v.K, KK = K * K, S2 = (v.S + 1) / 2, pairs = S2 * KK;
+  const int blocks = (v.D + CB - 1) / CB, segments = (v.W + MP - 1) / MP;
+  const TallGrid g(v.B, v.H, v.W, K, segments * MP, true);
+  std::vector<size_t> off(pairs);
+  for (int k = 0; k < pairs; ++k) off[k] = g.tap(k);  // plane c/2, row p, column q
+  AlignedZeros a_raw((size_t)blocks * pairs * CB), s_raw((size_t)S2 * g.plane);
+  uint32_t *a = reinterpret_cast<uint32_t *>(a_raw.data()), *s = reinterpret_cast<uint32_t *>(s_raw.data());
+#pragma omp parallel
+  {
+#pragma omp for schedule(static)
+    for (int d = 0; d < v.D; ++d)
+      for (int k = 0; k < pairs; ++k) {
+        const int c = 2 * (k / KK), pq = k % KK;
+        const float lo = v.a_at(w, d, c * KK + pq), hi = c + 1 < v.S ? v.a_at(w, d, (c + 1) * KK + pq) : 0.f;
+        a[((size_t)(d / CB) * pairs + k) * CB + d % CB] = bf16_pair(lo, hi);
+      }
+#pragma omp for schedule(static)
+    for (int c2 = 0; c2 < S2; ++c2)
+      for (int b = 0; b < v.B; ++b)
+        for (int h = 0; h < v.H; ++h) {
+          const float *lo = src + (((size_t)b * v.S + 2 * c2) * v.H + h) * v.W;
+          const float *hi = 2 * c2 + 1 < v.S ? lo + (size_t)v.H * v.W : nullptr;
+          to_bf16_pairs(lo, hi, s + (size_t)c2 * g.plane + g.out_row(b, h) + (size_t)g.P * g.Wp + g.P, v.W);
+        }
+    alignas(64) float out[MP * CB];
+#pragma omp for schedule(static)
+    for (int r = 0; r < v.B * v.H * segments * blocks; ++r) {
+      const int m = r % blocks, t = r / blocks, col = t % segments * MP, h = t / segments % v.H,
+                b = t / (segments * v.H), n = std::min(MP, v.W - col);
+      gemm_channel_tile_bf16<MP, CV>(pairs, a + (size_t)m * pairs * CB, s + g.out_row(b, h) + col, off.data(), out);
+      v.add_bias(out, m * CB, CB, MP, 1, CB);
+      float *y = dst + (((size_t)b * v.D + m * CB) * v.H + h) * v.W + col;
+      for (int i = 0; i < std::min(CB, v.D - m * CB); ++i)
+        for (int j = 0; j < n; ++j) y[(size_t)i * v.H * v.W + j] = out[j * CB + i];
+    }
+  }
+}
+
+// Whether correlate_dense_bf16 takes these shapes: more than 16 output channels (a block of
+// 32 pads at most half of one), rows 7, 14 or 28 wide (whole tiles of 7 or 14 positions).
+bool bf16_correlates(const DenseConv &v) { return v.D > 16 && (v.W == 7 || v.W == 14 || v.W == 28); }
+
+void correlate_dense_bf16(const float *src, const float *w, float *dst, const DenseConv &v) {
+  if (v.W == 7 && v.D > 32) return correlate_channels_bf16<7, 4>(src, w, dst, v);
+  if (v.W == 7) return correlate_channels_bf16<7, 2>(src, w, dst, v);
+  return correlate_channels_bf16<14, 2>(src, w, dst, v);
+}
+
+// FilterGrad3x3 in bf16: the sum over positions n runs over pairs of neighbours (w, w + 1) in
+// a row (a zero dy past an odd W). dyT2 [n/2, co] holds dy's pair for each output channel;
+// x's pair for a tap is one 32-bit read at the tap's position on a bf16 grid of x.
+constexpr int kBf16MaxW = 64;  // the widest plane FilterGrad3x3Bf16 takes
+
+template <int CV>
+struct FilterGrad3x3Bf16 {
+  static constexpr int CB = CV * 16;
+  const TallGrid g;
+  const int Ci, Co, W2, blocks, cpad, parts;
+  FilterGrad3x3Bf16(int B, int ci, int co, int H, int W)
+      : g(B, H, W, 3, 4, true), Ci(ci), Co(co), W2((W + 1) / 2), blocks((co + CB - 1) / CB), cpad(blocks * CB),
+        parts(std::max(1, std::min(B, 16 / (blocks * ci)))) {}
+
+  void pack(const float *x, const float *dy, uint16_t *xt, uint32_t *d) const {
+    const int H = g.H, W = g.W;
+#pragma omp for schedule(static)
+    for (int c = 0; c < Ci; ++c)
+      for (int b = 0; b < g.B; ++b)
+        for (int h = 0; h < H; ++h)
+          to_bf16(x + (((size_t)b * Ci + c) * H + h) * W,
+                  xt + (size_t)c * g.plane + g.out_row(b, h) + (size_t)g.P * g.Wp + g.P, W);
+#pragma omp for schedule(static)
+    for (int bc = 0; bc < g.B * Co; ++bc) {
+      const int b = bc / Co, co = bc % Co;
+      alignas(64) uint16_t row[kBf16MaxW + 1] = {};  // a row of dy in bf16, a zero past an odd W
+      for (int h = 0; h < H; ++h) {
+        to_bf16(dy + ((size_t)bc * H + h) * W, row, W);
+        uint32_t *dst = d + ((size_t)(b * H + h) * W2) * cpad + co;
+        for (int i = 0; i < W2; ++i) std::memcpy(dst + (size_t)i * cpad, row + 2 * i, 4);
+      }
+    }
+  }
+
+  void task(const uint16_t *xt, const uint32_t *d, int m, int ci, int b0, int b1, float (*out)[CB]) const {
+    const uint16_t *xc = xt + (size_t)ci * g.plane;
+    const uint32_t *dn = d + (size_t)b0 * g.H * W2 * cpad + (size_t)m * CB;
+    __m512 c[9][CV];
+    for (int j = 0; j < 9; ++j)
+      for (int v = 0; v < CV; ++v) c[j][v] = _mm512_setzero_ps();
+    for (int b = b0; b < b1; ++b)
+      for (int h = 0; h < g.H; ++h) {
+        const uint16_t *r[3] = {xc + g.out_row(b, h), xc + g.out_row(b, h) + g.Wp, xc + g.out_row(b, h) + 2 * g.Wp};
+        for (int w = 0; w < 2 * W2; w += 2, dn += cpad) {
+          __m512bh dv[CV];
+          for (int v = 0; v < CV; ++v) dv[v] = (__m512bh)_mm512_load_si512(dn + v * 16);
+#pragma GCC unroll 9
+          for (int j = 0; j < 9; ++j) {
+            uint32_t t;
+            std::memcpy(&t, r[j / 3] + w + j % 3, 4);  // x at (w, w + 1) of tap j
+            const __m512bh tv = (__m512bh)_mm512_set1_epi32((int)t);
+            for (int v = 0; v < CV; ++v) c[j][v] = _mm512_dpbf16_ps(c[j][v], tv, dv[v]);
+          }
+        }
+      }
+    for (int j = 0; j < 9; ++j)
+      for (int v = 0; v < CV; ++v) _mm512_store_ps(out[j] + v * 16, c[j][v]);
+  }
+
+  void run(const float *x, const float *dy, float *dw) const {
+    const int tasks = blocks * Ci, taps = Ci * 9;
+    // Halves of float buffers hold the bf16 grid; the pairs take a float's 32 bits each.
+    AlignedZeros xt_raw(((size_t)Ci * g.plane + 1) / 2 + 1), d_raw((size_t)g.B * g.H * W2 * cpad);
+    AlignedZeros part(parts > 1 ? (size_t)parts * Co * taps : 0);
+    uint16_t *xt = reinterpret_cast<uint16_t *>(xt_raw.data());
+    uint32_t *d = reinterpret_cast<uint32_t *>(d_raw.data());
+#pragma omp parallel
+    {
+      pack(x, dy, xt, d);
+      alignas(64) float out[9][CB];
+#pragma omp for schedule(dynamic)
+      for (int r = 0; r < parts * tasks; ++r) {
+        const int s = r / tasks, m = r % tasks % blocks, ci = r % tasks / blocks;
+        task(xt, d, m, ci, g.B * s / parts, g.B * (s + 1) / parts, out);
+        float *dst = parts == 1 ? dw : part.data() + (size_t)s * Co * taps;
+        for (int i = 0; i < std::min(CB, Co - m * CB); ++i)
+          for (int j = 0; j < 9; ++j) dst[(size_t)(m * CB + i) * taps + ci * 9 + j] = out[j][i];
+      }
+      if (parts > 1) {
+#pragma omp for schedule(static)
+        for (size_t k = 0; k < (size_t)Co * taps; ++k) {
+          float sum = 0.f;
+          for (int s = 0; s < parts; ++s) sum += part.data()[(size_t)s * Co * taps + k];
+          dw[k] = sum;
+        }
+      }
+    }
+  }
+};
+
+void conv_filter_grad_3x3_bf16(const float *x, const float *dy, float *dw, int B, int Ci, int Co, int H, int W) {
+  if (W > kBf16MaxW) return conv_filter_grad_3x3(x, dy, dw, B, Ci, Co, H, W);
+  if (Co > 16) return FilterGrad3x3Bf16<2>(B, Ci, Co, H, W).run(x, dy, dw);
+  return FilterGrad3x3Bf16<1>(B, Ci, Co, H, W).run(x, dy, dw);
+}
+#else
+constexpr bool kHasBf16 = false;
+bool bf16_correlates(const DenseConv &) { return false; }
+void correlate_dense_bf16(const float *, const float *, float *, const DenseConv &) {}
+void conv_filter_grad_3x3_bf16(const float *, const float *, float *, int, int, int, int, int) {}
+#endif
+
 // ---- One optimiser step over every parameter -------------------------------------------------
 // Global-norm clipping, Adam (Kingma & Ba 2015, Alg. 1, in the form of MindSpore's Adam op:
 // lr_t = lr sqrt(1 - beta2^t) / (1 - beta1^t), theta -= lr_t m / (sqrt(v) + eps)) and the EMA
@@ -1052,9 +1269,11 @@ extern "C" int ChannelNormGrad(AOT_ARGS) {
 }
 
 // (x [B,Ci,H,W], dy [B,Co,H,W], w [Co,Ci,K,K]) -> (dw, dbias [Co]); w gives only the kernel shape.
-extern "C" int ConvFilterGrad(AOT_ARGS) {
+static int conv_filter_grad_op(AOT_ARGS, bool bf16) {
   const int64_t *xs = shapes[0], *ws = shapes[2];
-  if (ws[2] == 3)
+  if (ws[2] == 3 && bf16 && kHasBf16)
+    conv_filter_grad_3x3_bf16(F(0), F(1), F(3), xs[0], xs[1], ws[0], xs[2], xs[3]);
+  else if (ws[2] == 3)
     conv_filter_grad_3x3(F(0), F(1), F(3), xs[0], xs[1], ws[0], xs[2], xs[3]);
   else
     conv_filter_grad(F(0), F(1), F(3), xs[0], xs[1], ws[0], xs[2], xs[3], ws[2]);
@@ -1062,20 +1281,44 @@ extern "C" int ConvFilterGrad(AOT_ARGS) {
   return 0;
 }
 
-// (x [B,Ci,H,W], w [Co,Ci,K,K], bias [Co]) -> y [B,Co,H,W], stride 1, zero padding K/2.
-extern "C" int Conv(AOT_ARGS) {
+// The correlation in bf16 where asked for, the CPU has it and the shapes suit it.
+static void correlate_op(const float *src, const float *w, float *dst, const DenseConv &v, bool bf16) {
+  if (bf16 && kHasBf16 && bf16_correlates(v)) return correlate_dense_bf16(src, w, dst, v);
+  correlate_dense(src, w, dst, v);
+}
+
+static int conv_op(AOT_ARGS, bool bf16) {
   const int64_t *xs = shapes[0], *ws = shapes[1];
   const DenseConv v{int(xs[0]), int(xs[1]), int(ws[0]), int(xs[2]), int(xs[3]), int(ws[2]), false, F(2)};
-  correlate_dense(F(0), F(1), F(3), v);
+  correlate_op(F(0), F(1), F(3), v, bf16);
   return 0;
 }
 
-// (dy [B,Co,H,W], w [Co,Ci,K,K]) -> dx [B,Ci,H,W]
-extern "C" int ConvInputGrad(AOT_ARGS) {
+static int conv_input_grad_op(AOT_ARGS, bool bf16) {
   const int64_t *ds = shapes[0], *ws = shapes[1];
-  correlate_dense(F(0), F(1), F(2), {int(ds[0]), int(ds[1]), int(ws[1]), int(ds[2]), int(ds[3]), int(ws[2]), true});
+  const DenseConv v{int(ds[0]), int(ds[1]), int(ws[1]), int(ds[2]), int(ds[3]), int(ws[2]), true};
+  correlate_op(F(0), F(1), F(2), v, bf16);
   return 0;
 }
+
+#define AOT_PASS nparam, params, ndims, shapes, dtypes, stream, extra
+
+// (x [B,Ci,H,W], dy [B,Co,H,W], w [Co,Ci,K,K]) -> (dw, dbias [Co]); w gives only the kernel shape.
+extern "C" int ConvFilterGrad(AOT_ARGS) { return conv_filter_grad_op(AOT_PASS, false); }
+
+// (x [B,Ci,H,W], w [Co,Ci,K,K], bias [Co]) -> y [B,Co,H,W], stride 1, zero padding K/2.
+extern "C" int Conv(AOT_ARGS) { return conv_op(AOT_PASS, false); }
+
+// (dy [B,Co,H,W], w [Co,Ci,K,K]) -> dx [B,Ci,H,W]
+extern "C" int ConvInputGrad(AOT_ARGS) { return conv_input_grad_op(AOT_PASS, false); }
+
+// The same three with bf16 products (kHasBf16 and the shapes permitting; float32 otherwise).
+extern "C" int ConvFilterGradBf16(AOT_ARGS) { return conv_filter_grad_op(AOT_PASS, true); }
+extern "C" int ConvBf16(AOT_ARGS) { return conv_op(AOT_PASS, true); }
+extern "C" int ConvInputGradBf16(AOT_ARGS) { return conv_input_grad_op(AOT_PASS, true); }
+
+// 1 where the library multiplies in bf16 (the CPU has AVX512-BF16), else 0.
+extern "C" int HasBf16() { return kHasBf16 ? 1 : 0; }
 
 // (hyper [5] = beta1, beta2, eps, clip, skip_nonfinite; lr table [S]; step int32 [1];
 //  beta1^t []; beta2^t []; ema decay []; loss sum []; then n each of params, m, v, ema and

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
-from ddpm.nn.kernels.ops import active, primitives
+from ddpm.nn.kernels.ops import active, bf16, primitives
 
 # The convolution and dx run in the kernels on planes of KERNEL_MIN_PIXELS or more; dw
 # from KERNEL_DW3_MIN_PIXELS for a 3x3 kernel and from KERNEL_DW_MIN_PIXELS for other
@@ -24,9 +24,12 @@ class _Convolution(nn.Cell):
 
     def __init__(self, conv2d: ops.Conv2D, bias_add: ops.BiasAdd | None) -> None:
         super().__init__()
-        self.conv = primitives().conv
-        self.input_grad = primitives().conv_input_grad
-        self.filter_grad = primitives().conv_filter_grad
+        chosen = primitives().conv_bfloat16 if bf16() else primitives().conv_float32
+        self.conv, self.input_grad, self.filter_grad = (
+            chosen.conv,
+            chosen.input_grad,
+            chosen.filter_grad,
+        )
         self.builtin = _BiasedConvolution(conv2d, bias_add)
         self.grads = ops.GradOperation(get_all=True, sens_param=True)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import math
 import os
@@ -14,13 +15,15 @@ from mindspore.ops import signature as sig
 from ddpm.nn.kernels.build import library
 
 _requested = True
+_bf16_requested = False
 
 
-def use(enabled: bool) -> None:
+def use(enabled: bool, bf16: bool = False) -> None:
     """Turn the fused kernels on or off for networks built after this call (the config's
-    runtime.cpu_kernels); DDPM_CPU_KERNELS=0 in the environment keeps them off either way."""
-    global _requested
-    _requested = enabled
+    runtime.cpu_kernels), and their convolutions' bf16 products (runtime.conv_precision);
+    DDPM_CPU_KERNELS=0 in the environment keeps them off either way."""
+    global _requested, _bf16_requested
+    _requested, _bf16_requested = enabled, bf16
 
 
 def active() -> bool:
@@ -30,11 +33,25 @@ def active() -> bool:
     return ms.get_context("device_target") == "CPU" and library() is not None
 
 
+def bf16() -> bool:
+    """Whether convolutions built now multiply in bf16: asked for, the kernels active, and
+    the library able to."""
+    return _bf16_requested and active() and bf16_capable()
+
+
+@functools.cache
+def bf16_capable() -> bool:
+    """Whether the library multiplies in bf16: compiled for a CPU with AVX512-BF16."""
+    path = library()
+    return path is not None and bool(ctypes.CDLL(str(path)).HasBf16())
+
+
 def reload() -> None:
     """Forget the built library and its primitives: cells built after this call take them
     from build.SOURCE, build.FLAGS and $DDPM_KERNEL_CACHE as these are then."""
     library.cache_clear()
     primitives.cache_clear()
+    bf16_capable.cache_clear()
 
 
 def _same(x, *_):
@@ -115,17 +132,25 @@ def primitives() -> SimpleNamespace:
     # Dense convolution, stride 1, zero padding K//2: y = x * w + bias and dx = dy * w', w'
     # the flipped, transposed kernel; their bprop is layers._Convolution's, which picks the
     # op for dw and dbias.
-    conv_filter_grad = aot("ConvFilterGrad", lambda x, dy, w: (w, w[:1]), lambda x, dy, w: (w, w))
-    conv_input_grad = aot("ConvInputGrad", lambda dy, w: [dy[0], w[1], *dy[2:]], lambda dy, w: dy)
+    # The Bf16 variants multiply in bf16 where the shapes suit (cpu_kernels.cc).
+    def conv_ops(suffix):
+        return SimpleNamespace(
+            conv=aot(f"Conv{suffix}", lambda x, w, bias: [x[0], w[0], *x[2:]], _same),
+            input_grad=aot(
+                f"ConvInputGrad{suffix}", lambda dy, w: [dy[0], w[1], *dy[2:]], lambda dy, w: dy
+            ),
+            filter_grad=aot(
+                f"ConvFilterGrad{suffix}", lambda x, dy, w: (w, w[:1]), lambda x, dy, w: (w, w)
+            ),
+        )
 
     def gelu_bprop(x, out, dout):
         return (gelu_grad(x, dout),)
 
     return SimpleNamespace(
         gelu=aot("Gelu", _same, _same, gelu_bprop),
-        conv=aot("Conv", lambda x, w, bias: [x[0], w[0], *x[2:]], _same),
-        conv_input_grad=conv_input_grad,
-        conv_filter_grad=conv_filter_grad,
+        conv_float32=conv_ops(""),
+        conv_bfloat16=conv_ops("Bf16"),
         channel_norm=aot(
             "ChannelNorm", channel_norm_shape, lambda x, *_: (x, x, x), channel_norm_bprop
         ),
