@@ -9,8 +9,9 @@ default, KERNEL_MIN_PIXELS:196,16, runs the forward and dx kernels from 14x14 pl
 then from 4x4 (the shipped gate); KERNEL_DW3_MIN_PIXELS:100000,16 runs the 3x3
 convolutions' dw as MindSpore's, then in the kernel from 4x4. GATE=SOURCE:a.cc,b.cc builds
 the kernels from two versions of cpu_kernels.cc instead, each its own library in the one
-process. Then 60 rounds of one step each, alternating which goes first (PAIRS, default 60),
-and prints the medians and the per-pair ratio B / A.
+process; GATE=PRECISION:float32,bfloat16 the convolutions' products
+(runtime.conv_precision). Then 60 rounds of one step each, alternating which goes first
+(PAIRS, default 60), and prints the medians and the per-pair ratio B / A.
 """
 
 import os
@@ -33,13 +34,17 @@ from ddpm.training.build import build_parts, build_probe
 def gates() -> dict[str, int | str]:
     """GATE=NAME:A,B as {"NAME=A": A, "NAME=B": B}."""
     name, values = os.environ.get("GATE", "KERNEL_MIN_PIXELS:196,16").split(":")
-    return {f"{name}={v}": v if name == "SOURCE" else int(v) for v in values.split(",")}
+    named = name in ("SOURCE", "PRECISION")
+    return {f"{name}={v}": v if named else int(v) for v in values.split(",")}
 
 
 def set_gate(label: str, value: int | str) -> None:
     """Sets the gate that `label` ("NAME=A") names; graphs compiled after this read it. A
     SOURCE is compiled (or found in the cache) and its ops replace the kernels' primitives."""
     name = label.split("=")[0]
+    if name == "PRECISION":
+        kernel_ops.use(True, bf16=value == "bfloat16")
+        return
     if name != "SOURCE":
         setattr(layers, name, value)
         return

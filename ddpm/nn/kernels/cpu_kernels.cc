@@ -606,6 +606,32 @@ void conv_filter_grad(const float *x, const float *dy, float *dw, int B, int Ci,
   }
 }
 
+// The 3x3 dw's tasks, inside a parallel region: task(m, ci, b0, b1, out) sums input channel
+// ci's 9 taps for the block m of CB output channels over images [b0, b1) into out[9][CB].
+// Each result goes to dw [Co, Ci, 3, 3] or, where the images are split into parts, to that
+// part's partial dw in `part` (parts x Co Ci 9 floats), the parts added at the end.
+template <int CB, class Task>
+void filter_grad_3x3_tasks(int B, int Ci, int Co, int parts, float *part, float *dw, Task task) {
+  const int blocks = (Co + CB - 1) / CB, tasks = blocks * Ci, taps = Ci * 9;
+  alignas(64) float out[9][CB];
+#pragma omp for schedule(dynamic)
+  for (int r = 0; r < parts * tasks; ++r) {
+    const int s = r / tasks, m = r % tasks % blocks, ci = r % tasks / blocks;
+    task(m, ci, B * s / parts, B * (s + 1) / parts, out);
+    float *dst = parts == 1 ? dw : part + (size_t)s * Co * taps;
+    for (int i = 0; i < std::min(CB, Co - m * CB); ++i)
+      for (int j = 0; j < 9; ++j) dst[(size_t)(m * CB + i) * taps + ci * 9 + j] = out[j][i];
+  }
+  if (parts > 1) {
+#pragma omp for schedule(static)
+    for (size_t k = 0; k < (size_t)Co * taps; ++k) {
+      float sum = 0.f;
+      for (int s = 0; s < parts; ++s) sum += part[(size_t)s * Co * taps + k];
+      dw[k] = sum;
+    }
+  }
+}
+
 // 3x3 kernels, with vectors along the output channels instead of the positions: dy is
 // transposed to dyT [n, co] (n = (b, h, w), co padded to whole blocks of CV L channels), and
 // a task accumulates the 9 taps of one input channel for one block of output channels over
@@ -656,30 +682,16 @@ struct FilterGrad3x3 {
   }
 
   void run(const float *x, const float *dy, float *dw) const {
-    const int tasks = blocks * Ci, taps = Ci * 9;
+    const int taps = Ci * 9;
     AlignedZeros xt((size_t)Ci * g.plane), d((size_t)g.B * g.H * g.W * cpad);
     AlignedZeros part(parts > 1 ? (size_t)parts * Co * taps : 0);
 #pragma omp parallel
     {
       to_padded_grid(x, xt.data(), Ci, g);
       transpose(dy, d.data());
-      alignas(64) float out[9][CB];
-#pragma omp for schedule(dynamic)
-      for (int r = 0; r < parts * tasks; ++r) {
-        const int s = r / tasks, m = r % tasks % blocks, ci = r % tasks / blocks;
-        task(xt.data(), d.data(), m, ci, g.B * s / parts, g.B * (s + 1) / parts, out);
-        float *dst = parts == 1 ? dw : part.data() + (size_t)s * Co * taps;
-        for (int i = 0; i < std::min(CB, Co - m * CB); ++i)
-          for (int j = 0; j < 9; ++j) dst[(size_t)(m * CB + i) * taps + ci * 9 + j] = out[j][i];
-      }
-      if (parts > 1) {
-#pragma omp for schedule(static)
-        for (size_t k = 0; k < (size_t)Co * taps; ++k) {
-          float sum = 0.f;
-          for (int s = 0; s < parts; ++s) sum += part.data()[(size_t)s * Co * taps + k];
-          dw[k] = sum;
-        }
-      }
+      filter_grad_3x3_tasks<CB>(g.B, Ci, Co, parts, part.data(), dw, [&](int m, int ci, int b0, int b1, auto out) {
+        task(xt.data(), d.data(), m, ci, b0, b1, out);
+      });
     }
   }
 };
@@ -1068,7 +1080,7 @@ struct FilterGrad3x3Bf16 {
   }
 
   void run(const float *x, const float *dy, float *dw) const {
-    const int tasks = blocks * Ci, taps = Ci * 9;
+    const int taps = Ci * 9;
     // Halves of float buffers hold the bf16 grid; the pairs take a float's 32 bits each.
     AlignedZeros xt_raw(((size_t)Ci * g.plane + 1) / 2 + 1), d_raw((size_t)g.B * g.H * W2 * cpad);
     AlignedZeros part(parts > 1 ? (size_t)parts * Co * taps : 0);
@@ -1077,23 +1089,9 @@ struct FilterGrad3x3Bf16 {
 #pragma omp parallel
     {
       pack(x, dy, xt, d);
-      alignas(64) float out[9][CB];
-#pragma omp for schedule(dynamic)
-      for (int r = 0; r < parts * tasks; ++r) {
-        const int s = r / tasks, m = r % tasks % blocks, ci = r % tasks / blocks;
-        task(xt, d, m, ci, g.B * s / parts, g.B * (s + 1) / parts, out);
-        float *dst = parts == 1 ? dw : part.data() + (size_t)s * Co * taps;
-        for (int i = 0; i < std::min(CB, Co - m * CB); ++i)
-          for (int j = 0; j < 9; ++j) dst[(size_t)(m * CB + i) * taps + ci * 9 + j] = out[j][i];
-      }
-      if (parts > 1) {
-#pragma omp for schedule(static)
-        for (size_t k = 0; k < (size_t)Co * taps; ++k) {
-          float sum = 0.f;
-          for (int s = 0; s < parts; ++s) sum += part.data()[(size_t)s * Co * taps + k];
-          dw[k] = sum;
-        }
-      }
+      filter_grad_3x3_tasks<CB>(g.B, Ci, Co, parts, part.data(), dw, [&](int m, int ci, int b0, int b1, auto out) {
+        task(xt, d, m, ci, b0, b1, out);
+      });
     }
   }
 };
