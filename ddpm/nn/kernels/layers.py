@@ -25,11 +25,8 @@ class _Convolution(nn.Cell):
     def __init__(self, conv2d: ops.Conv2D, bias_add: ops.BiasAdd | None) -> None:
         super().__init__()
         chosen = primitives().conv_bfloat16 if bf16() else primitives().conv_float32
-        self.conv, self.input_grad, self.filter_grad = (
-            chosen.conv,
-            chosen.input_grad,
-            chosen.filter_grad,
-        )
+        self.conv, self.input_grad = chosen.conv, chosen.input_grad
+        self.filter_grad = chosen.filter_grad
         self.builtin = _BiasedConvolution(conv2d, bias_add)
         self.grads = ops.GradOperation(get_all=True, sens_param=True)
 
