@@ -1,12 +1,13 @@
 """bf16 products in the convolutions against float32, at equal training steps.
 
-    python experiments/bf16/study.py OUT [--seeds 0,1,2] [--steps 3000]
+    python experiments/bf16/study.py OUT [--seeds 0,1,2] [--steps 3000] [--experiment NAME]
 
-Seed by seed, it trains the default recipe twice, with runtime.conv_precision=float32 and
-=bfloat16 and nothing else changed, for --steps steps each, then scores each run in a child
-process at the default sampler (ddpm.api's evaluate: FD etc. on 1,000 samples, drawn with the
-run's own precision). Rows go to OUT/study.csv; a run or row already there is kept, so the
-study resumes. report.py makes the table.
+Seed by seed, it trains the default recipe (or experiment=NAME) twice, with
+runtime.conv_precision=float32 and =bfloat16 and nothing else changed, for --steps steps
+each, then scores each run in a child process at the recipe's sampler (ddpm.api's
+evaluate: FD etc. on 1,000 samples, drawn with the run's own precision). Rows go to
+OUT/study.csv; a run or row already there is kept, so the study resumes. report.py makes
+the table.
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ METRICS = ["fd", "precision", "recall", "cond_accuracy", "class_min", "class_max
 FIELDS = ["precision_key", "seed", *METRICS, "sample_seconds", "train_steps", "train_seconds"]
 
 
-def train(out: Path, precision: str, seed: int, steps: int) -> Path:
+def train(out: Path, precision: str, seed: int, args: argparse.Namespace) -> Path:
     run = out / f"{precision}_s{seed}"
     if (run / "summary.json").is_file():
         return run
     overrides = [f"runtime.conv_precision={precision}", f"seed={seed}", "trainer.minutes=null",
-                 f"trainer.steps={steps}", f"hydra.run.dir={run}"]  # fmt: skip
+                 f"trainer.steps={args.steps}", f"hydra.run.dir={run}"]  # fmt: skip
+    overrides += [f"experiment={args.experiment}"] if args.experiment else []
     with (out / f"{precision}_s{seed}.log").open("w") as log:
         subprocess.run([PY, "-m", "ddpm.run", *overrides], stdout=log, stderr=log, check=True)
     return run
@@ -57,6 +59,7 @@ def main() -> None:
     p.add_argument("out", type=Path, nargs="?")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--steps", type=int, default=3000, help="training steps of every run")
+    p.add_argument("--experiment", help="a recipe of conf/experiment (default: the default's)")
     p.add_argument("--score", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.score:
@@ -66,7 +69,7 @@ def main() -> None:
     table = out / "study.csv"
     for seed in map(int, args.seeds.split(",")):
         for precision in PRECISIONS:
-            run = train(out, precision, seed, args.steps)
+            run = train(out, precision, seed, args)
             if (precision, str(seed)) in {(r["precision_key"], r["seed"]) for r in read_csv(table)}:
                 continue
             spec = {"run": str(run), "precision": precision, "seed": seed, "table": str(table)}
