@@ -24,13 +24,14 @@ def main() -> None:
     p.add_argument("csv", type=Path)
     rows = list(csv.DictReader(p.parse_args().csv.open()))
     by = {k: [r for r in rows if r["precision_key"] == k] for k in ("float32", "bfloat16")}
-    print("| precision | " + " | ".join(SHOWN) + " | steps/s in training |")
-    print("|---" * (len(SHOWN) + 2) + "|")
+    shown = [m for m in SHOWN if all(r[m] != "" for r in rows)]  # unconditional: no class ones
+    print("| precision | " + " | ".join(shown) + " | steps/s in training |")
+    print("|---" * (len(shown) + 2) + "|")
     for name, group in by.items():
-        cells = [format_estimate([float(r[m]) for r in group], 3) for m in SHOWN]
+        cells = [format_estimate([float(r[m]) for r in group], 3) for m in shown]
         rate = [float(r["train_steps"]) / float(r["train_seconds"]) for r in group]
         print(f"| {name} | " + " | ".join(cells) + f" | {format_estimate(rate, 2)} |")
-    ps = [welch_p(*([float(r[m]) for r in by[k]] for k in by)) for m in SHOWN]
+    ps = [welch_p(*([float(r[m]) for r in by[k]] for k in by)) for m in shown]
     print("| Welch p | " + " | ".join(f"{v:.2f}" for v in ps) + " | |")
     fd = {k: {r["seed"]: float(r["fd"]) for r in group} for k, group in by.items()}
     diffs = [

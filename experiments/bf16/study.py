@@ -49,7 +49,7 @@ def score_child(spec: dict) -> None:
     row = {"precision_key": spec["precision"], "seed": spec["seed"],
            "sample_seconds": m["seconds"], "train_steps": summary["steps"],
            "train_seconds": round(summary["train_seconds"], 1)}  # fmt: skip
-    row.update({k: m[k] for k in METRICS})
+    row.update({k: m.get(k, "") for k in METRICS})  # an unconditional run: no class figures
     append_csv(Path(spec["table"]), row, FIELDS)
     print(json.dumps(row), flush=True)
 
