@@ -469,3 +469,23 @@ def test_bf16_is_off_unless_asked_for_and_able():
         assert not kernel_ops.bf16()  # no kernels, no bf16 products
     finally:
         kernels.use(True)
+
+
+@bf16_only
+def test_the_layer_that_reads_x_t_keeps_float32_products():
+    """With bf16 products, the U-Net's first convolution still multiplies in float32 (bf16
+    would round away the noise of the smallest levels); every other fused one is bf16."""
+    from ddpm.config.groups import resolve
+    from ddpm.nn.build import denoiser
+    from tests.conftest import compose_config
+
+    kernels.use(True, bf16=True)
+    try:
+        _, net = denoiser(resolve(compose_config("conditioning=none")), None)
+    finally:
+        kernels.use(True)
+    chosen = kernel_ops.primitives()
+    assert net.init_conv.convolve.conv is chosen.conv_float32.conv
+    others = [c for _, c in net.cells_and_names() if isinstance(c, kernels.Conv2d) and c.fused]
+    others = [c for c in others if c is not net.init_conv]
+    assert others and all(c.convolve.conv is chosen.conv_bfloat16.conv for c in others)

@@ -12,11 +12,19 @@ from ddpm.nn import kernels
 
 
 def conv(
-    c_in: int, c_out: int, kernel: int, *, stride: int = 1, groups: int = 1, bias: bool = True
+    c_in: int,
+    c_out: int,
+    kernel: int,
+    *,
+    stride: int = 1,
+    groups: int = 1,
+    bias: bool = True,
+    float32: bool = False,
 ):
-    """Conv2d with k//2 padding and a bias (MindSpore defaults to pad_mode='same', no bias)."""
-    if stride == 1 and groups == 1:
-        return kernels.Conv2d(c_in, c_out, kernel, has_bias=bias)  # kernels on large planes
+    """Conv2d with k//2 padding and a bias (MindSpore defaults to pad_mode='same', no bias);
+    `float32`: float32 products in the kernels whatever runtime.conv_precision says."""
+    if stride == 1 and groups == 1:  # kernels on large planes
+        return kernels.Conv2d(c_in, c_out, kernel, has_bias=bias, float32=float32)
     return nn.Conv2d(
         c_in,
         c_out,

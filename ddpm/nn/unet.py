@@ -65,7 +65,7 @@ class UNet(nn.Cell):
         in_out = list(zip(dims[:-1], dims[1:], strict=True))
         time_dim = dim * 4
         self.num_levels = len(in_out)
-        self.init_conv = conv(channels, init_dim, 7)
+        self.init_conv = conv(channels, init_dim, 7, float32=True)  # reads x_t (Conv2d)
         self.time_mlp = nn.SequentialCell(
             SinusoidalEmbedding(dim), nn.Dense(dim, time_dim), gelu(), nn.Dense(time_dim, time_dim)
         )

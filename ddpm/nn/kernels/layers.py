@@ -22,9 +22,9 @@ class _Convolution(nn.Cell):
     others, else by MindSpore's own gradients of Conv2D and BiasAdd (graph optimisation
     drops the forward and dx that GradOperation also builds)."""
 
-    def __init__(self, conv2d: ops.Conv2D, bias_add: ops.BiasAdd | None) -> None:
+    def __init__(self, conv2d: ops.Conv2D, bias_add: ops.BiasAdd | None, float32: bool) -> None:
         super().__init__()
-        chosen = primitives().conv_bfloat16 if bf16() else primitives().conv_float32
+        chosen = primitives().conv_bfloat16 if bf16() and not float32 else primitives().conv_float32
         self.conv, self.input_grad = chosen.conv, chosen.input_grad
         self.filter_grad = chosen.filter_grad
         self.builtin = _BiasedConvolution(conv2d, bias_add)
@@ -69,16 +69,27 @@ class Conv2d(nn.Conv2d):
     channels) and 75-145 on its 14x14 ones; the kernels reach about 130-180 there. At 7x7
     and 14x14 MindSpore's dw ran at 55-75 GFLOP/s and the 3x3 dw kernel at 100-175
     (experiments/cpu_speed.md, "Vectors along the channels").
+
+    The kernels' products are bf16 where `bf16()` says so when the cell is built, unless
+    `float32`: a layer that reads x_t itself keeps float32 products, since rounding the
+    input to bf16 (a relative step of 2^-8) hides the noise of the smallest levels.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel: int, has_bias: bool = True):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel: int,
+        has_bias: bool = True,
+        float32: bool = False,
+    ):
         pad = kernel // 2
         super().__init__(
             in_channels, out_channels, kernel, pad_mode="pad", padding=pad, has_bias=has_bias
         )
         self.fused = kernel % 2 == 1 and kernel > 1 and active()
         bias_add = self.bias_add if has_bias else None
-        self.convolve = _Convolution(self.conv2d, bias_add) if self.fused else None
+        self.convolve = _Convolution(self.conv2d, bias_add, float32) if self.fused else None
         # Without a bias the kernels add zeros; the gradient taken for them is dropped.
         self.zero_bias = None if has_bias else Tensor(np.zeros(out_channels, np.float32))
 
