@@ -322,7 +322,6 @@ ROWS = [
 NAMES = {
     "mindspore": "MindSpore",
     "builtin": "MindSpore built-in ops",
-    "precision": "MindSpore, --precision products",
     "torch": "PyTorch eager",
     "torch_compile": "PyTorch compiled",
 }
