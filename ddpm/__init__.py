@@ -7,6 +7,7 @@ command-line tools are `python -m ddpm.<tool>`; README.md maps the package.
 
 import os
 import platform
+import sys
 
 # Runtime settings that must be in the environment before MindSpore (and its libgomp)
 # load; each is set only if the user has not set it. `ENV_SET_HERE` lists the ones set
@@ -27,6 +28,13 @@ _apply = os.environ.get("DDPM_ENV_DEFAULTS", "1") != "0"
 ENV_SET_HERE = tuple(name for name in _defaults if _apply and name not in os.environ)
 for _name in ENV_SET_HERE:
     os.environ[_name] = _defaults[_name]
+
+if sys.platform.startswith("linux"):
+    # MindSpore's libraries bind to the kernel-spin hook only if it is loaded first
+    # (runtime.kernel_spin; ddpm.runtime.spin).
+    from ddpm.runtime import spin
+
+    spin.install()
 
 __version__ = "0.1.0"
 

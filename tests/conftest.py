@@ -26,6 +26,7 @@ from ddpm.diffusion.schedules import SCHEDULES
 from ddpm.diffusion.schedules import make_betas as schedule_betas
 from ddpm.nn import kernels
 from ddpm.nn.build import denoiser
+from ddpm.runtime import spin
 from ddpm.training.build import build_parts, build_trainer
 
 # Overrides that keep every option of every group tiny: two levels of width 8 and 16.
@@ -109,9 +110,11 @@ def pynative_mode():
 
 @pytest.fixture(autouse=True)
 def kernel_defaults():
-    """Every test starts with the fused kernels on and float32 products, as after import,
-    even after an in-process run applied its runtime section (runtime.conv_precision)."""
+    """Every test starts with the fused kernels on, float32 products and MindSpore's own
+    kernel-thread spin, as after import, even after an in-process run applied its runtime
+    section (runtime.conv_precision, runtime.kernel_spin)."""
     kernels.use(True)
+    spin.set_kernel_spin(None)
     yield
 
 

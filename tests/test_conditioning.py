@@ -220,13 +220,14 @@ def test_fingerprint_of_unconditional_runs_is_unchanged_and_old_configs_load(tmp
     assert cond["classes"][7] == "Sneaker" and cond["conditioning"]["p_uncond"] == 0.1
     cfg = OmegaConf.create(OmegaConf.to_container(cfg))
     del cfg["conditioning"], cfg.sampler["guidance"], cfg.sampler["guidance_interval"]
-    del cfg.runtime["jit_level"]
+    del cfg.runtime["jit_level"], cfg.runtime["kernel_spin"]
     (tmp_path / ".hydra").mkdir()
     (tmp_path / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     loaded = load_config(tmp_path)
     assert loaded.conditioning.name == "none" and loaded.sampler.guidance == 1.0
     assert list(loaded.sampler.guidance_interval) == [0.0, 1.0]
     assert loaded.runtime.jit_level is None  # MindSpore's own level, as older runs compiled
+    assert loaded.runtime.kernel_spin is None  # MindSpore's own spin, as older runs trained
     resolve(loaded)
 
 

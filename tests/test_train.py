@@ -1,6 +1,8 @@
 """The compiled train step, EMA and checkpoints, on a real tiny U-Net."""
 
 import dataclasses
+import subprocess
+import sys
 
 import mindspore as ms
 import numpy as np
@@ -11,6 +13,7 @@ from mindspore import dtype as mstype
 from ddpm.config.groups import resolve
 from ddpm.nn import kernels
 from ddpm.nn.build import denoiser
+from ddpm.runtime import spin
 from ddpm.runtime.device import configure_runtime
 from ddpm.training import checkpoint
 from ddpm.training.build import build_optimizer
@@ -94,6 +97,39 @@ def test_compile_levels_train_the_same_bits(graph_mode):
     assert params_o1.keys() == params_o0.keys()
     for name, value in params_o1.items():
         np.testing.assert_array_equal(value, params_o0[name], err_msg=name)
+
+
+def test_kernel_spin_reaches_mindspore_and_keeps_the_bits(graph_mode):
+    """runtime.kernel_spin: MindSpore's parallel launches set their kernel threads' spin
+    through ddpm's hook, and a train step with kernel threads that sleep at once (0) leaves
+    the same losses and parameters, bit for bit, as MindSpore's own spin (null)."""
+    assert spin.installed(), "the hook was not loaded before MindSpore"
+    run = resolve(compose_config())
+    trained = []
+    for count in (0, None):
+        configure_runtime(dataclasses.replace(run.runtime, kernel_spin=count), mode="graph")
+        step, net = make_step()
+        before = spin.calls()
+        losses = [step(*batch(i), Tensor(0.9, mstype.float32))[0].asnumpy() for i in range(3)]
+        assert spin.calls() > before, "MindSpore's launches did not go through the hook"
+        trained.append((losses, [p.asnumpy() for p in net.get_parameters()]))
+    (losses_0, params_0), (losses_own, params_own) = trained
+    np.testing.assert_array_equal(np.array(losses_0), np.array(losses_own))
+    for sleeping, spinning in zip(params_0, params_own, strict=True):
+        np.testing.assert_array_equal(sleeping, spinning)
+
+
+def test_kernel_spin_says_why_it_cannot_apply():
+    """Imported after MindSpore, the hook cannot bind; the key then warns and says why."""
+    code = (
+        "import mindspore, ddpm\n"
+        "from ddpm.runtime import spin\n"
+        "assert not spin.installed()\n"
+        "spin.set_kernel_spin(1)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "runtime.kernel_spin=1 has no effect: MindSpore was imported before ddpm" in proc.stderr
 
 
 @pytest.mark.skipif(not kernels.bf16_capable(), reason="the CPU has no AVX512-BF16")

@@ -43,6 +43,7 @@ ADDED_KEYS = {
     "runtime.threads": None,
     "runtime.jit_level": None,
     "runtime.conv_precision": "float32",
+    "runtime.kernel_spin": None,
     "trainer.accumulate": 1,
     "trainer.posthoc_ema": [],
     "trainer.posthoc_every": 500,

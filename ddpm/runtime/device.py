@@ -10,6 +10,7 @@ import mindspore as ms
 from ddpm.config.errors import ConfigError
 from ddpm.config.schema import OneOf, Range, check_section, keys_of
 from ddpm.nn import kernels
+from ddpm.runtime import spin
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,8 @@ class RuntimeKeys:
     # the products of the kernels' dense convolutions (sums stay float32)
     conv_precision: Annotated[str, OneOf(("float32", "bfloat16"))]
     threads: Annotated[int | None, Range(gt=0)]  # MindSpore's CPU kernel threads (null: its own)
+    # yields a kernel thread spins before it sleeps (null: MindSpore's 3,000)
+    kernel_spin: Annotated[int | None, Range(ge=0)]
 
 
 def runtime_keys(section: dict[str, Any]) -> RuntimeKeys:
@@ -29,7 +32,7 @@ def runtime_keys(section: dict[str, Any]) -> RuntimeKeys:
 
 def configure_runtime(runtime: RuntimeKeys, mode: str | None = None) -> None:
     """Apply the runtime section: device, execution mode (or `mode`), compile level, fused
-    CPU kernels and their convolutions' precision, kernel threads."""
+    CPU kernels and their convolutions' precision, kernel threads and their spin."""
     ms.set_device(runtime.device)
     graph = (mode or runtime.mode) == "graph"
     ms.set_context(mode=ms.GRAPH_MODE if graph else ms.PYNATIVE_MODE)
@@ -38,6 +41,7 @@ def configure_runtime(runtime: RuntimeKeys, mode: str | None = None) -> None:
     kernels.use(runtime.cpu_kernels, bf16=runtime.conv_precision == "bfloat16")
     if runtime.threads is not None:
         set_threads(runtime.threads)
+    spin.set_kernel_spin(runtime.kernel_spin)
 
 
 _threads: list[int] = []  # MindSpore takes the thread count once per process

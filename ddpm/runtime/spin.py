@@ -1,0 +1,67 @@
+"""How long MindSpore's CPU kernel threads spin before they sleep (runtime.kernel_spin).
+
+MindSpore 2.10 resets its kernel threads' spin to 3,000 `sched_yield` calls before every
+parallel launch, with no setting of its own; `kernel_spin.c` replaces the method that does
+it. `install()` builds that file and loads it into the global symbol scope, and must run
+before MindSpore is imported: `import ddpm` calls it. `set_kernel_spin` then sets the count
+at any time. Why and what it costs: experiments/cpu_speed.md, "The runtime's spinning".
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from ddpm.runtime import native
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("kernel_spin.c")
+FLAGS = ["-O2", "-shared", "-fPIC"]
+
+_hook: ctypes.CDLL | None = None
+_why_not = "ddpm.runtime.spin.install() has not run"
+
+
+def install() -> None:
+    """Build and load the hook, unless MindSpore is already loaded (then it cannot bind)."""
+    global _hook, _why_not
+    if _hook is not None:
+        return
+    if "mindspore" in sys.modules:
+        _why_not = "MindSpore was imported before ddpm (import ddpm first)"
+        return
+    compiler = shutil.which(os.environ.get("CC", "gcc"))
+    if compiler is None:
+        _why_not = "no C compiler (gcc, or $CC) was found"
+        return
+    try:
+        path, error = native.compile_cached(SOURCE, FLAGS, compiler)
+        if path is None:
+            _why_not = f"compiling {SOURCE} failed:\n{error}"
+            return
+        _hook = ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
+    except OSError as err:
+        _why_not = f"{SOURCE} could not be built or loaded: {err}"
+
+
+def installed() -> bool:
+    return _hook is not None
+
+
+def set_kernel_spin(count: int | None) -> None:
+    """Kernel threads spin `count` yields before they sleep; None restores MindSpore's own."""
+    if _hook is None:
+        if count is not None:
+            log.warning("runtime.kernel_spin=%d has no effect: %s", count, _why_not)
+        return
+    ctypes.c_int.in_dll(_hook, "ddpm_kernel_spin").value = -1 if count is None else count
+
+
+def calls() -> int:
+    """How many times MindSpore has set its kernel threads' spin through the hook."""
+    return 0 if _hook is None else ctypes.c_long.in_dll(_hook, "ddpm_kernel_spin_calls").value
