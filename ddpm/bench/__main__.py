@@ -24,8 +24,9 @@ each framework's median over the pairs, and the median and quartiles of the per-
 ratios print below it.
 
 MindSpore runs with ddpm's settings (ddpm.nn.kernels, the oneDNN ISA cap, libgomp's short
-spin); PyTorch and the peak run without the variables `import ddpm` sets, with PyTorch's
-own OpenMP defaults (its loops slowed down about 1.8x under a passive wait). `--builtin` adds
+spin, the config's runtime.kernel_spin); PyTorch and the peak run without the variables
+`import ddpm` sets, with PyTorch's own OpenMP defaults (its loops slowed down about 1.8x
+under a passive wait). `--builtin` adds
 MindSpore with its built-in ops only (DDPM_CPU_KERNELS=0), for the kernels' share;
 `--precision P` adds MindSpore with runtime.conv_precision=P (the case's is the config's).
 """
