@@ -4,7 +4,7 @@ MindSpore 2.10 resets its kernel threads' spin to 3,000 `sched_yield` calls befo
 parallel launch, with no setting of its own; `kernel_spin.c` replaces the method that does
 it. `install()` builds that file and loads it into the global symbol scope, and must run
 before MindSpore is imported: `import ddpm` calls it. `set_kernel_spin` then sets the count
-at any time. Why and what it costs: experiments/cpu_speed.md, "The runtime's spinning".
+at any time. What it costs: experiments/cpu_speed.md, "The kernel threads' spin, set".
 """
 
 from __future__ import annotations
