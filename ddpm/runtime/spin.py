@@ -35,9 +35,9 @@ def install() -> None:
     if "mindspore" in sys.modules:
         _why_not = "MindSpore was imported before ddpm (import ddpm first)"
         return
-    compiler = shutil.which(os.environ.get("CC", "gcc"))
+    compiler = shutil.which(os.environ.get("CC", "cc"))
     if compiler is None:
-        _why_not = "no C compiler (gcc, or $CC) was found"
+        _why_not = "no C compiler (cc, or $CC) was found"
         return
     try:
         path, error = native.compile_cached(SOURCE, FLAGS, compiler)
