@@ -53,8 +53,7 @@ import numpy as np
 CASES = {
     "seed": ["experiment=seed_tutorial"],
     "seed_resnet": ["experiment=seed_tutorial", "block=resnet", "block.groups=2"],
-    # the twin implements DDPM; the network and the products are the default's (experiment=quick)
-    "quick": ["experiment=quick_ddpm", "runtime.conv_precision=bfloat16"],
+    "quick": ["experiment=quick_ddpm"],  # the twin implements DDPM; the network is the default's
 }
 SAMPLE_N = 64
 PAIR_PAUSE_S = 0.1

@@ -25,7 +25,6 @@ static set_count mindspore_method(void) {
   if (!method) {
     void *core = dlopen("libmindspore_core.so", RTLD_NOLOAD | RTLD_NOW);
     method = core ? (set_count)dlsym(core, METHOD) : NULL;
-    if (!method) method = (set_count)dlsym(RTLD_NEXT, METHOD);
     if (!method) fprintf(stderr, "ddpm: %s not found in libmindspore_core.so\n", METHOD);
   }
   return method;

@@ -7,6 +7,7 @@ anything loads MindSpore (ddpm.runtime.spin).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -21,6 +22,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("DDPM_KERNEL_CACHE", default))
 
 
+@functools.cache
 def _cpu_signature() -> str:
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
