@@ -7,10 +7,12 @@ Builds the default recipe's budget-probe trainer once, then for PAIRS rounds (de
 runs K steps (default 5) at each runtime.kernel_spin in turn, alternating which goes first,
 each after one step that settles the threads. "null" is MindSpore's own spin (3,000). Prints
 the median step at each, the per-round ratio B / A with its quartiles, and each setting's
-user and system CPU time over its steps.
+user and system CPU time over its steps. DMA_LATENCY_US=N holds a PM QoS request of N us on
+/dev/cpu_dma_latency for the run (root only; 0 keeps idle CPUs polling instead of halting).
 """
 
 import os
+import struct
 import sys
 import time
 
@@ -25,6 +27,9 @@ from ddpm.training.build import build_parts, build_probe
 
 
 def main() -> None:
+    if "DMA_LATENCY_US" in os.environ:  # held open until the process ends
+        qos = os.open("/dev/cpu_dma_latency", os.O_WRONLY)
+        os.write(qos, struct.pack("i", int(os.environ["DMA_LATENCY_US"])))
     spins = [None if s == "null" else int(s) for s in os.environ.get("SPINS", "null,1").split(",")]
     rounds, k = int(os.environ.get("PAIRS", "50")), int(os.environ.get("K", "5"))
     run = timed_run(sys.argv[1:])
