@@ -11,6 +11,7 @@
 // mangled one.
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <pthread.h>
 #include <stdio.h>
 
 #define METHOD "_ZN9mindspore10ThreadPool27SetKernelThreadMaxSpinCountEi"
@@ -20,18 +21,18 @@ typedef void (*set_count)(void *pool, int count);
 int ddpm_kernel_spin = -1;       // yields before a kernel thread sleeps; < 0: MindSpore's count
 long ddpm_kernel_spin_calls = 0;  // calls that reached this method (read by the tests)
 
-static set_count mindspore_method(void) {
-  static set_count method;
-  if (!method) {
-    void *core = dlopen("libmindspore_core.so", RTLD_NOLOAD | RTLD_NOW);
-    method = core ? (set_count)dlsym(core, METHOD) : NULL;
-    if (!method) fprintf(stderr, "ddpm: %s not found in libmindspore_core.so\n", METHOD);
-  }
-  return method;
+static set_count mindspore_method;
+static pthread_once_t looked_up = PTHREAD_ONCE_INIT;
+
+// Once per process, whichever thread launches first; a miss is reported once, not per launch.
+static void look_up(void) {
+  void *core = dlopen("libmindspore_core.so", RTLD_NOLOAD | RTLD_NOW);
+  mindspore_method = core ? (set_count)dlsym(core, METHOD) : NULL;
+  if (!mindspore_method) fprintf(stderr, "ddpm: %s not found in libmindspore_core.so\n", METHOD);
 }
 
 void _ZN9mindspore10ThreadPool27SetKernelThreadMaxSpinCountEi(void *pool, int count) {
   __atomic_fetch_add(&ddpm_kernel_spin_calls, 1, __ATOMIC_RELAXED);
-  set_count method = mindspore_method();
-  if (method) method(pool, ddpm_kernel_spin >= 0 ? ddpm_kernel_spin : count);
+  pthread_once(&looked_up, look_up);
+  if (mindspore_method) mindspore_method(pool, ddpm_kernel_spin >= 0 ? ddpm_kernel_spin : count);
 }
