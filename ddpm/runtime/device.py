@@ -21,7 +21,7 @@ class RuntimeKeys:
     cpu_kernels: bool  # the fused C++ kernels of ddpm.nn.kernels; DDPM_CPU_KERNELS=0 also disables
     # the products of the kernels' dense convolutions (sums stay float32)
     conv_precision: Annotated[str, OneOf(("float32", "bfloat16"))]
-    threads: Annotated[int | None, Range(gt=0)]  # MindSpore's CPU kernel threads (null: its own)
+    threads: Annotated[int | None, Range(gt=0)]  # threads of MindSpore's own ops (null: its own)
     # yields a kernel thread spins before it sleeps (null: MindSpore's 3,000)
     kernel_spin: Annotated[int | None, Range(ge=0)]
 
