@@ -110,11 +110,13 @@ def pynative_mode():
 
 @pytest.fixture(autouse=True)
 def kernel_defaults():
-    """Every test starts with the fused kernels on, float32 products and MindSpore's own
-    kernel-thread spin, as after import, even after an in-process run applied its runtime
-    section (runtime.conv_precision, runtime.kernel_spin)."""
+    """Every test starts with the fused kernels on libgomp's threads, float32 products and
+    MindSpore's own kernel-thread spin and yields, as after import, even after an in-process
+    run applied its runtime section (runtime.conv_precision, kernel_pool, kernel_spin,
+    kernel_pause)."""
     kernels.use(True)
     spin.set_kernel_spin(None)
+    spin.set_kernel_pause(None)
     yield
 
 

@@ -180,6 +180,11 @@ def test_unknown_name_inside_yaml_lists_valid_ones():
             r"runtime.conv_precision='float16': must be one of float32, bfloat16",
         ),
         ("runtime.kernel_spin=-1", r"runtime.kernel_spin=-1: must be >= 0"),
+        ("runtime.kernel_pause=-1", r"runtime.kernel_pause=-1: must be >= 0"),
+        (
+            "runtime.kernel_pool=tbb",
+            r"runtime.kernel_pool='tbb': must be one of mindspore, openmp",
+        ),
         ("seed=-1", r"seed=-1: must be >= 0"),
         ("sweep_metric=accuracy", r"sweep_metric='accuracy': must be one of final_loss"),
         ("sweep_metric=fd", r"sweep_metric=fd is only computed with trainer.eval_n > 0"),

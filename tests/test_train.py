@@ -1,5 +1,6 @@
 """The compiled train step, EMA and checkpoints, on a real tiny U-Net."""
 
+import ctypes
 import dataclasses
 import subprocess
 import sys
@@ -117,6 +118,40 @@ def test_kernel_spin_reaches_mindspore_and_keeps_the_bits(graph_mode):
     np.testing.assert_array_equal(np.array(losses_0), np.array(losses_own))
     for sleeping, spinning in zip(params_0, params_own, strict=True):
         np.testing.assert_array_equal(sleeping, spinning)
+
+
+def _teams(library: ctypes.CDLL) -> int:
+    """Parallel regions that ran as a team on MindSpore's pool (0 for libgomp's library)."""
+    if not hasattr(library, "PoolRegions"):
+        return 0
+    return library.PoolRegions() - library.PoolRegionsAlone()
+
+
+def test_kernel_pool_and_pause_keep_the_bits(graph_mode):
+    """runtime.kernel_pool=mindspore with runtime.kernel_pause: the kernels' parallel regions
+    run as teams on MindSpore's pool, the kernel thread's yields become pause spins, and
+    three train steps leave the same losses and parameters, bit for bit, as libgomp's
+    threads with yielding kernel threads."""
+    run = resolve(compose_config())
+    trained = []
+    for pool, pauses in (("openmp", None), ("mindspore", 16)):
+        runtime = dataclasses.replace(run.runtime, kernel_pool=pool, kernel_pause=pauses)
+        configure_runtime(runtime, mode="graph")
+        step, net = make_step()
+        library = ctypes.CDLL(str(kernels.library(pool == "mindspore")))
+        before = (spin.pauses_made(), _teams(library))
+        losses = [step(*batch(i), Tensor(0.9, mstype.float32))[0].asnumpy() for i in range(3)]
+        after = (spin.pauses_made(), _teams(library))
+        trained.append((losses, [p.asnumpy() for p in net.get_parameters()], before, after))
+    (losses_omp, params_omp, before, after), (losses_pool, params_pool, start, end) = trained
+    assert after == before, "libgomp's run used the pool or the pause"
+    assert not hasattr(ctypes.CDLL(str(kernels.library(False))), "PoolRegions")
+    assert spin.yield_patched(), "MindSpore's sched_yield did not reach the hook"
+    assert end[0] > start[0], "no kernel-thread yield became a pause spin"
+    assert end[1] > start[1], "no parallel region ran as a team on MindSpore's pool"
+    np.testing.assert_array_equal(np.array(losses_omp), np.array(losses_pool))
+    for libgomp, mindspore in zip(params_omp, params_pool, strict=True):
+        np.testing.assert_array_equal(libgomp, mindspore)
 
 
 def test_kernel_spin_says_why_it_cannot_apply():

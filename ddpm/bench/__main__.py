@@ -23,10 +23,10 @@ up to about 20%; a drift that slow weighs on both steps of a pair alike. The tab
 each framework's median over the pairs, and the median and quartiles of the per-pair
 ratios print below it.
 
-MindSpore runs with ddpm's settings (ddpm.nn.kernels, the oneDNN ISA cap, libgomp's short
-spin, the config's runtime.kernel_spin); PyTorch and the peak run without the variables
-`import ddpm` sets, with PyTorch's own OpenMP defaults (its loops slowed down about 1.8x
-under a passive wait). `--builtin` adds
+MindSpore runs with ddpm's settings (ddpm.nn.kernels, the oneDNN ISA cap, the config's
+runtime section: kernel_pool, kernel_spin, kernel_pause); PyTorch and the peak run without
+the variables `import ddpm` sets, with PyTorch's own OpenMP defaults (its loops slowed down
+about 1.8x under a passive wait). `--builtin` adds
 MindSpore with its built-in ops only (DDPM_CPU_KERNELS=0), for the kernels' share;
 `--precision P` adds MindSpore with runtime.conv_precision=P (the case's is the config's).
 """

@@ -44,6 +44,8 @@ ADDED_KEYS = {
     "runtime.jit_level": None,
     "runtime.conv_precision": "float32",
     "runtime.kernel_spin": None,
+    "runtime.kernel_pause": None,
+    "runtime.kernel_pool": "openmp",
     "trainer.accumulate": 1,
     "trainer.posthoc_ema": [],
     "trainer.posthoc_every": 500,

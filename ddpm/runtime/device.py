@@ -24,6 +24,10 @@ class RuntimeKeys:
     threads: Annotated[int | None, Range(gt=0)]  # threads of MindSpore's own ops (null: its own)
     # yields a kernel thread spins before it sleeps (null: MindSpore's 3,000)
     kernel_spin: Annotated[int | None, Range(ge=0)]
+    # pause instructions in place of each of a kernel thread's yields (null: the system call)
+    kernel_pause: Annotated[int | None, Range(ge=0)]
+    # whose threads run the fused kernels' parallel regions
+    kernel_pool: Annotated[str, OneOf(("mindspore", "openmp"))]
 
 
 def runtime_keys(section: dict[str, Any]) -> RuntimeKeys:
@@ -32,16 +36,19 @@ def runtime_keys(section: dict[str, Any]) -> RuntimeKeys:
 
 def configure_runtime(runtime: RuntimeKeys, mode: str | None = None) -> None:
     """Apply the runtime section: device, execution mode (or `mode`), compile level, fused
-    CPU kernels and their convolutions' precision, kernel threads and their spin."""
+    CPU kernels (their convolutions' precision and their threads), kernel threads and their
+    spin."""
     ms.set_device(runtime.device)
     graph = (mode or runtime.mode) == "graph"
     ms.set_context(mode=ms.GRAPH_MODE if graph else ms.PYNATIVE_MODE)
     if runtime.jit_level is not None:
         ms.set_context(jit_config={"jit_level": runtime.jit_level})
-    kernels.use(runtime.cpu_kernels, bf16=runtime.conv_precision == "bfloat16")
+    bf16 = runtime.conv_precision == "bfloat16"
+    kernels.use(runtime.cpu_kernels, bf16=bf16, pool=runtime.kernel_pool == "mindspore")
     if runtime.threads is not None:
         set_threads(runtime.threads)
     spin.set_kernel_spin(runtime.kernel_spin)
+    spin.set_kernel_pause(runtime.kernel_pause)
 
 
 _threads: list[int] = []  # MindSpore takes the thread count once per process

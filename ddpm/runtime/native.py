@@ -31,24 +31,27 @@ def _cpu_signature() -> str:
     return "\n".join(ln for ln in lines if ln.startswith(("model name", "flags")))[:4096]
 
 
-def build_key(compiler: str, source: Path, flags: list[str]) -> str:
-    """What the library depends on: the source, the flags, the compiler's version and the
+def build_key(compiler: str, source: Path, flags: list[str], extra: tuple[Path, ...] = ()) -> str:
+    """What the library depends on: the sources, the flags, the compiler's version and the
     CPU (flags such as -march=native build for the machine that runs it)."""
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
-    parts = [source.read_bytes(), " ".join(flags).encode(), version.encode()]
-    parts.append(_cpu_signature().encode())
+    parts = [source.read_bytes(), *(p.read_bytes() for p in extra)]
+    parts += [" ".join(flags).encode(), version.encode(), _cpu_signature().encode()]
     return hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
 
 
-def compile_cached(source: Path, flags: list[str], compiler: str) -> tuple[Path | None, str]:
-    """The library built from `source`, from the cache if it is there: (path, "") or, if
-    compilation failed, (None, the command and the compiler's last output)."""
-    target = cache_dir() / f"{source.stem}-{build_key(compiler, source, flags)}.so"
+def compile_cached(
+    source: Path, flags: list[str], compiler: str, extra: tuple[Path, ...] = ()
+) -> tuple[Path | None, str]:
+    """The library built from `source` and the `extra` sources linked with it, from the cache
+    if it is there: (path, "") or, if compilation failed, (None, the command and the
+    compiler's last output)."""
+    target = cache_dir() / f"{source.stem}-{build_key(compiler, source, flags, extra)}.so"
     if target.exists():
         return target, ""
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-    cmd = [compiler, *flags, str(source), "-o", str(partial)]
+    cmd = [compiler, *flags, str(source), *map(str, extra), "-o", str(partial)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         partial.unlink(missing_ok=True)

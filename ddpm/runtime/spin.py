@@ -1,10 +1,13 @@
-"""How long MindSpore's CPU kernel threads spin before they sleep (runtime.kernel_spin).
+"""How MindSpore's CPU kernel threads spin before they sleep (runtime.kernel_spin and
+runtime.kernel_pause).
 
 MindSpore 2.10 resets its kernel threads' spin to 3,000 `sched_yield` calls before every
 parallel launch, with no setting of its own; `kernel_spin.c` replaces the method that does
 it. `install()` builds that file and loads it into the global symbol scope, and must run
 before MindSpore is imported: `import ddpm` calls it. `set_kernel_spin` then sets the count
-at any time. What it costs: experiments/cpu_speed.md, "The kernel threads' spin, set".
+at any time. `set_kernel_pause` makes each of a kernel thread's yields a spin of pause
+instructions instead of a system call. What they cost and save: experiments/cpu_speed.md,
+"The kernel threads' spin, set" and "OpenMP on MindSpore's pool".
 """
 
 from __future__ import annotations
@@ -65,3 +68,23 @@ def set_kernel_spin(count: int | None) -> None:
 def calls() -> int:
     """How many times MindSpore has set its kernel threads' spin through the hook."""
     return 0 if _hook is None else ctypes.c_long.in_dll(_hook, "ddpm_kernel_spin_calls").value
+
+
+def set_kernel_pause(pauses: int | None) -> None:
+    """Each yield of a kernel thread spins `pauses` pause instructions instead of entering the
+    kernel; None (or 0) restores the system call. Takes effect from MindSpore's first launch."""
+    if _hook is None:
+        if pauses:
+            log.warning("runtime.kernel_pause=%d has no effect: %s", pauses, _why_not)
+        return
+    ctypes.c_int.in_dll(_hook, "ddpm_kernel_pause").value = pauses or 0
+
+
+def pauses_made() -> int:
+    """How many kernel-thread yields have been replaced by pause spins."""
+    return 0 if _hook is None else ctypes.c_long.in_dll(_hook, "ddpm_kernel_pauses").value
+
+
+def yield_patched() -> bool:
+    """Whether MindSpore's yields reach the hook (known after MindSpore's first launch)."""
+    return _hook is not None and bool(ctypes.c_int.in_dll(_hook, "ddpm_yield_patched").value)

@@ -6,6 +6,7 @@ import ctypes
 import functools
 import math
 import os
+from pathlib import Path
 from types import SimpleNamespace
 
 import mindspore as ms
@@ -13,24 +14,35 @@ from mindspore import ops
 from mindspore.ops import signature as sig
 
 from ddpm.nn.kernels.build import library
+from ddpm.runtime import spin
 
 _requested = True
 _bf16_requested = False
+_pool_requested = False
 
 
-def use(enabled: bool, bf16: bool = False) -> None:
+def use(enabled: bool, bf16: bool = False, pool: bool = False) -> None:
     """Turn the fused kernels on or off for networks built after this call (the config's
-    runtime.cpu_kernels), and their convolutions' bf16 products (runtime.conv_precision);
+    runtime.cpu_kernels), their convolutions' bf16 products (runtime.conv_precision), and
+    their parallel regions on MindSpore's kernel pool (runtime.kernel_pool=mindspore);
     DDPM_CPU_KERNELS=0 in the environment keeps them off either way."""
-    global _requested, _bf16_requested
-    _requested, _bf16_requested = enabled, bf16
+    global _requested, _bf16_requested, _pool_requested
+    _requested, _bf16_requested, _pool_requested = enabled, bf16, pool
+
+
+def on_pool() -> bool:
+    """Whether kernels built now run their parallel regions on MindSpore's pool: asked for,
+    in graph mode (whose kernels run on an actor thread beside the pool's kernel threads),
+    with the runtime hook that finds the pool loaded."""
+    graph = ms.get_context("mode") == ms.GRAPH_MODE
+    return _pool_requested and graph and spin.installed()
 
 
 def active() -> bool:
     """Whether networks built now get the fused kernels."""
     if not _requested or os.environ.get("DDPM_CPU_KERNELS", "1") == "0":
         return False
-    return ms.get_context("device_target") == "CPU" and library() is not None
+    return ms.get_context("device_target") == "CPU" and library(on_pool()) is not None
 
 
 def bf16() -> bool:
@@ -50,7 +62,8 @@ def reload() -> None:
     """Forget the built library and its primitives: cells built after this call take them
     from build.SOURCE, build.FLAGS and $DDPM_KERNEL_CACHE as these are then."""
     library.cache_clear()
-    primitives.cache_clear()
+    _primitives.cache_clear()
+    _adam_ema.cache_clear()
     bf16_capable.cache_clear()
 
 
@@ -58,10 +71,13 @@ def _same(x, *_):
     return x
 
 
-@functools.cache
 def primitives() -> SimpleNamespace:
-    """The Custom primitives, created once; requires the compiled library."""
-    path = library()
+    """The Custom primitives of the library that kernels built now use; requires it compiled."""
+    return _primitives(library(on_pool()))
+
+
+@functools.cache
+def _primitives(path: Path | None) -> SimpleNamespace:
     if path is None:
         raise RuntimeError("the fused CPU kernels are not available (see the warning above)")
 
@@ -167,7 +183,6 @@ def primitives() -> SimpleNamespace:
 ADAM_EMA_HEAD = 7
 
 
-@functools.cache
 def adam_ema(n: int) -> ops.Custom:
     """One optimiser step over n parameters: clipping, Adam and the EMA update in one op.
 
@@ -178,7 +193,11 @@ def adam_ema(n: int) -> ops.Custom:
     them written, so MindSpore orders every read of them before the op and every later read
     after it, as it does for Assign.
     """
-    path = library()
+    return _adam_ema(n, library(on_pool()))
+
+
+@functools.cache
+def _adam_ema(n: int, path: Path | None) -> ops.Custom:
     if path is None:
         raise RuntimeError("the fused CPU kernels are not available (see the warning above)")
     op = ops.Custom(f"{path}:AdamEma", lambda *_: [1], lambda hyper, *_: hyper, func_type="aot")

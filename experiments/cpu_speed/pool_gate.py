@@ -1,0 +1,77 @@
+"""Train steps with the kernels' parallel regions on libgomp's threads and on MindSpore's
+pool, paired in one process (experiments/cpu_speed.md, "OpenMP on MindSpore's pool").
+
+    python experiments/cpu_speed/pool_gate.py [overrides...]
+
+Builds the default recipe's budget-probe trainer twice, its kernels once with
+runtime.kernel_pool=openmp and once with mindspore, then for PAIRS rounds (default 40) runs
+K steps (default 5) of each variant in turn, the order rotating, each after one step that
+settles the threads:
+  openmp        libgomp's threads, kernel threads yielding (the defaults before the pool);
+  pool          MindSpore's pool, kernel threads yielding;
+  pool+pause    MindSpore's pool, each kernel-thread yield a spin of PAUSES (default 16)
+                pause instructions.
+Prints each variant's median step, its per-round ratio to openmp with quartiles, the ratio
+of the mean steps (what a time budget trains at), and its system share of the CPU time.
+"""
+
+import ctypes
+import os
+import sys
+import time
+
+import ddpm  # noqa: F401  (loads the runtime hook before MindSpore)
+
+# isort: split
+import numpy as np
+from loop_rate import timed_run, usage
+
+from ddpm.nn import kernels
+from ddpm.nn.kernels import build
+from ddpm.runtime import spin
+from ddpm.training.build import build_parts, build_probe
+
+
+def main() -> None:
+    rounds, k = int(os.environ.get("PAIRS", "40")), int(os.environ.get("K", "5"))
+    pauses = int(os.environ.get("PAUSES", "16"))
+    run = timed_run(sys.argv[1:])
+    bf16 = run.runtime.conv_precision == "bfloat16"
+    trainers = {}
+    for pool in (False, True):
+        kernels.use(True, bf16=bf16, pool=pool)
+        trainers[pool] = build_probe(build_parts(run))
+    variants = {"openmp": (False, 0), "pool": (True, 0), "pool+pause": (True, pauses)}
+    streams = {pool: t.stream() for pool, t in trainers.items()}
+    for pool, trainer in trainers.items():
+        for _ in range(3):
+            trainer.train_one(next(streams[pool]))
+    names = list(variants)
+    steps = {n: [] for n in names}
+    cpu = {n: np.zeros(2) for n in names}
+    for i in range(rounds):
+        for name in names[i % 3 :] + names[: i % 3]:
+            pool, count = variants[name]
+            spin.set_kernel_pause(count)
+            trainers[pool].train_one(next(streams[pool]))
+            before, start = usage(), time.perf_counter()
+            for _ in range(k):
+                trainers[pool].train_one(next(streams[pool]))
+            steps[name].append((time.perf_counter() - start) / k)
+            cpu[name] += np.array(usage()[:2]) - np.array(before[:2])
+    base = np.array(steps["openmp"])
+    for name in names:
+        x = np.array(steps[name])
+        ratio, (user, system) = x / base, cpu[name]
+        q = np.percentile(ratio, [25, 75])
+        print(
+            f"{name}: median step {1000 * np.median(x):.1f} ms, per-round ratio "
+            f"{np.median(ratio):.3f} ({q[0]:.3f}-{q[1]:.3f}), mean ratio "
+            f"{x.mean() / base.mean():.3f}, system share {system / (user + system):.3f}"
+        )
+    lib = ctypes.CDLL(str(build.library(True)))
+    print(f"pool regions {lib.PoolRegions()}, run alone {lib.PoolRegionsAlone()}")
+
+
+if __name__ == "__main__":
+    main()
