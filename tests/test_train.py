@@ -131,10 +131,10 @@ def test_kernel_pool_and_pause_keep_the_bits(graph_mode):
     """runtime.kernel_pool=mindspore with runtime.kernel_pause: the kernels' parallel regions
     run as teams on MindSpore's pool, the kernel thread's yields become pause spins, and
     three train steps leave the same losses and parameters, bit for bit, as libgomp's
-    threads with yielding kernel threads."""
+    threads, beside which the kernel threads keep yielding whatever kernel_pause says."""
     run = resolve(compose_config())
     trained = []
-    for pool, pauses in (("openmp", None), ("mindspore", 16)):
+    for pool, pauses in (("openmp", 16), ("mindspore", 16)):
         runtime = dataclasses.replace(run.runtime, kernel_pool=pool, kernel_pause=pauses)
         configure_runtime(runtime, mode="graph")
         step, net = make_step()
@@ -144,7 +144,7 @@ def test_kernel_pool_and_pause_keep_the_bits(graph_mode):
         after = (spin.pauses_made(), _teams(library))
         trained.append((losses, [p.asnumpy() for p in net.get_parameters()], before, after))
     (losses_omp, params_omp, before, after), (losses_pool, params_pool, start, end) = trained
-    assert after == before, "libgomp's run used the pool or the pause"
+    assert after == before, "libgomp's run used the pool, or its kernel threads paused"
     assert not hasattr(ctypes.CDLL(str(kernels.library(False))), "PoolRegions")
     assert spin.yield_patched(), "MindSpore's sched_yield did not reach the hook"
     assert end[0] > start[0], "no kernel-thread yield became a pause spin"

@@ -44,11 +44,13 @@ def configure_runtime(runtime: RuntimeKeys, mode: str | None = None) -> None:
     if runtime.jit_level is not None:
         ms.set_context(jit_config={"jit_level": runtime.jit_level})
     bf16 = runtime.conv_precision == "bfloat16"
-    kernels.use(runtime.cpu_kernels, bf16=bf16, pool=runtime.kernel_pool == "mindspore")
+    pool = runtime.kernel_pool == "mindspore"
+    kernels.use(runtime.cpu_kernels, bf16=bf16, pool=pool)
     if runtime.threads is not None:
         set_threads(runtime.threads)
     spin.set_kernel_spin(runtime.kernel_spin)
-    spin.set_kernel_pause(runtime.kernel_pause)
+    # A pausing kernel thread holds its core: only where no libgomp worker waits for it.
+    spin.set_kernel_pause(runtime.kernel_pause if pool and graph else None)
 
 
 _threads: list[int] = []  # MindSpore takes the thread count once per process
