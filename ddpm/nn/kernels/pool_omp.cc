@@ -215,9 +215,9 @@ WorkShare *enter_share(Open open) {
 
 HIDDEN void GOMP_parallel(void (*fn)(void *), void *data, unsigned num_threads, unsigned) {
   const Launch launch = launcher();
-  void *const target = pool();
-  const int size = kernel_threads() + 1;
-  if (me.team || num_threads == 1 || size < 2 || !launch || !target || on_kernel_thread()) {
+  void *const target = pool();  // known once MindSpore has launched on it, its threads started
+  const int size = target ? kernel_threads() + 1 : 1;
+  if (me.team || num_threads == 1 || size < 2 || !launch || on_kernel_thread()) {
     run_alone(fn, data);
     return;
   }
