@@ -56,33 +56,39 @@ def installed() -> bool:
     return _hook is not None
 
 
+def _write(symbol: str, key: str, value: int | None, unset: int) -> None:
+    """Sets the hook's int `symbol` to `value` (`unset` for None), or warns that
+    runtime.`key` has no effect without the hook."""
+    if _hook is None:
+        if value is not None and value != unset:
+            log.warning("runtime.%s=%d has no effect: %s", key, value, _why_not)
+        return
+    ctypes.c_int.in_dll(_hook, symbol).value = unset if value is None else value
+
+
+def _count(symbol: str) -> int:
+    return 0 if _hook is None else ctypes.c_long.in_dll(_hook, symbol).value
+
+
 def set_kernel_spin(count: int | None) -> None:
     """Kernel threads spin `count` yields before they sleep; None restores MindSpore's own."""
-    if _hook is None:
-        if count is not None:
-            log.warning("runtime.kernel_spin=%d has no effect: %s", count, _why_not)
-        return
-    ctypes.c_int.in_dll(_hook, "ddpm_kernel_spin").value = -1 if count is None else count
+    _write("ddpm_kernel_spin", "kernel_spin", count, -1)
 
 
 def calls() -> int:
     """How many times MindSpore has set its kernel threads' spin through the hook."""
-    return 0 if _hook is None else ctypes.c_long.in_dll(_hook, "ddpm_kernel_spin_calls").value
+    return _count("ddpm_kernel_spin_calls")
 
 
 def set_kernel_pause(pauses: int | None) -> None:
     """Each yield of a kernel thread spins `pauses` pause instructions instead of entering the
     kernel; None (or 0) restores the system call. Takes effect from MindSpore's first launch."""
-    if _hook is None:
-        if pauses:
-            log.warning("runtime.kernel_pause=%d has no effect: %s", pauses, _why_not)
-        return
-    ctypes.c_int.in_dll(_hook, "ddpm_kernel_pause").value = pauses or 0
+    _write("ddpm_kernel_pause", "kernel_pause", pauses, 0)
 
 
 def pauses_made() -> int:
     """How many kernel-thread yields have been replaced by pause spins."""
-    return 0 if _hook is None else ctypes.c_long.in_dll(_hook, "ddpm_kernel_pauses").value
+    return _count("ddpm_kernel_pauses")
 
 
 def yield_patched() -> bool:

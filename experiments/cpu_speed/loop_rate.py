@@ -30,6 +30,16 @@ def usage() -> tuple[float, ...]:
     return r.ru_utime, r.ru_stime, r.ru_nvcsw, r.ru_nivcsw, r.ru_minflt
 
 
+def settled_steps(trainer, stream, k: int) -> tuple[float, np.ndarray]:
+    """One step that lets the threads settle after a change of setting, then k timed ones:
+    the seconds a step, and the [user, system] CPU seconds they took."""
+    trainer.train_one(next(stream))
+    before, start = usage(), time.perf_counter()
+    for _ in range(k):
+        trainer.train_one(next(stream))
+    return (time.perf_counter() - start) / k, np.array(usage()[:2]) - np.array(before[:2])
+
+
 def timed_run(overrides: list[str]) -> RunConfig:
     """The default recipe (with `overrides`) as a step count, its runtime set up."""
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):

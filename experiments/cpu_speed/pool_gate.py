@@ -18,13 +18,12 @@ of the mean steps (what a time budget trains at), and its system share of the CP
 import ctypes
 import os
 import sys
-import time
 
 import ddpm  # noqa: F401  (loads the runtime hook before MindSpore)
 
 # isort: split
 import numpy as np
-from loop_rate import timed_run, usage
+from loop_rate import settled_steps, timed_run
 
 from ddpm.nn import kernels
 from ddpm.nn.kernels import build
@@ -53,12 +52,9 @@ def main() -> None:
         for name in names[i % 3 :] + names[: i % 3]:
             pool, count = variants[name]
             spin.set_kernel_pause(count)
-            trainers[pool].train_one(next(streams[pool]))
-            before, start = usage(), time.perf_counter()
-            for _ in range(k):
-                trainers[pool].train_one(next(streams[pool]))
-            steps[name].append((time.perf_counter() - start) / k)
-            cpu[name] += np.array(usage()[:2]) - np.array(before[:2])
+            seconds, used = settled_steps(trainers[pool], streams[pool], k)
+            steps[name].append(seconds)
+            cpu[name] += used
     base = np.array(steps["openmp"])
     for name in names:
         x = np.array(steps[name])

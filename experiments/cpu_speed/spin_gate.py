@@ -15,13 +15,12 @@ user and system CPU time over its steps. DMA_LATENCY_US=N holds a PM QoS request
 import os
 import struct
 import sys
-import time
 
 import ddpm  # noqa: F401  (loads the spin hook before MindSpore)
 
 # isort: split
 import numpy as np
-from loop_rate import timed_run, usage
+from loop_rate import settled_steps, timed_run
 
 from ddpm.runtime import spin
 from ddpm.training.build import build_parts, build_probe
@@ -43,12 +42,9 @@ def main() -> None:
     for i in range(rounds):
         for count in spins[:: 1 if i % 2 == 0 else -1]:
             spin.set_kernel_spin(count)
-            trainer.train_one(next(stream))
-            before, start = usage(), time.perf_counter()
-            for _ in range(k):
-                trainer.train_one(next(stream))
-            steps[count].append((time.perf_counter() - start) / k)
-            cpu[count] += np.array(usage()[:2]) - np.array(before[:2])
+            seconds, used = settled_steps(trainer, stream, k)
+            steps[count].append(seconds)
+            cpu[count] += used
     a, b = (np.array(steps[s]) for s in spins)
     q = np.percentile(b / a, [25, 75])
     medians = ", ".join(

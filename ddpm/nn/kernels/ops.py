@@ -51,10 +51,14 @@ def bf16() -> bool:
     return _bf16_requested and active() and bf16_capable()
 
 
-@functools.cache
 def bf16_capable() -> bool:
-    """Whether the library multiplies in bf16: compiled for a CPU with AVX512-BF16."""
-    path = library()
+    """Whether the library that kernels built now use multiplies in bf16: compiled for a CPU
+    with AVX512-BF16."""
+    return _has_bf16(library(on_pool()))
+
+
+@functools.cache
+def _has_bf16(path: Path | None) -> bool:
     return path is not None and bool(ctypes.CDLL(str(path)).HasBf16())
 
 
@@ -64,7 +68,7 @@ def reload() -> None:
     library.cache_clear()
     _primitives.cache_clear()
     _adam_ema.cache_clear()
-    bf16_capable.cache_clear()
+    _has_bf16.cache_clear()
 
 
 def _same(x, *_):

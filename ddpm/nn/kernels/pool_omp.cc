@@ -198,6 +198,29 @@ struct Start {
   }
 };
 
+// One parallel region: its team, the team's start, and the work each member runs.
+struct Region {
+  Team team;
+  Start start;
+  void (*fn)(void *) = nullptr;
+  void *data = nullptr;
+
+  void run(int id) {  // member id's task
+    if (!start.join()) return;
+    switch (start.wait(team.size)) {
+      case Start::kTeam:
+        run_as(&team, id, fn, data);
+        break;
+      case Start::kAlone:
+        alone.fetch_add(1, std::memory_order_relaxed);
+        run_alone(fn, data);
+        break;
+      case Start::kSkip:
+        break;
+    }
+  }
+};
+
 // The team's next dynamic loop, opened by `open` if this member is the first to reach it.
 template <typename Open>
 WorkShare *enter_share(Open open) {
@@ -222,22 +245,13 @@ HIDDEN void GOMP_parallel(void (*fn)(void *), void *data, unsigned num_threads, 
     return;
   }
   regions.fetch_add(1, std::memory_order_relaxed);
-  Team t;
-  t.size = size;
-  Start start;
-  const Func task = [&](void *, int id, float, float) -> int {
-    if (!start.join()) return 0;
-    switch (start.wait(size)) {
-      case Start::kTeam:
-        run_as(&t, id, fn, data);
-        break;
-      case Start::kAlone:
-        alone.fetch_add(1, std::memory_order_relaxed);
-        run_alone(fn, data);
-        break;
-      case Start::kSkip:
-        break;
-    }
+  Region region;
+  region.team.size = size;
+  region.fn = fn;
+  region.data = data;
+  // One pointer captured: std::function holds it in place, with no allocation per region.
+  const Func task = [r = &region](void *, int id, float, float) {
+    r->run(id);
     return 0;
   };
   launch(target, task, nullptr, size);
