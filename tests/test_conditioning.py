@@ -264,7 +264,8 @@ def test_unlabelled_image_folder_under_conditioning_is_a_clear_error(tmp_path):
 
 def test_conditional_metrics_on_known_features():
     """cond_accuracy counts the classifier's agreement with the asked-for class; fd_class
-    is 0 when each class's samples have its test features' statistics."""
+    is 0 when each class's samples have its test features' statistics, and NaN where no class
+    has two samples."""
     rng = np.random.default_rng(0)
     test_labels = np.repeat(np.arange(3), 40)
     real = rng.standard_normal((120, 4)) + test_labels[:, None] * 3.0
@@ -275,3 +276,5 @@ def test_conditional_metrics_on_known_features():
     out = evaluator.conditional(real, probs, test_labels)
     assert out["fd_class"] == pytest.approx(0.0, abs=1e-8)
     assert evaluator.conditional(real, probs, asked)["cond_accuracy"] == pytest.approx(0.75)
+    one_each = evaluator.conditional(real[:3], probs[:3], np.arange(3))  # no class FD defined
+    assert np.isnan(one_each["fd_class"]) and one_each["fd_per_class"] == []

@@ -4,6 +4,7 @@ import ctypes
 import dataclasses
 import subprocess
 import sys
+from pathlib import Path
 
 import mindspore as ms
 import numpy as np
@@ -120,38 +121,57 @@ def test_kernel_spin_reaches_mindspore_and_keeps_the_bits(graph_mode):
         np.testing.assert_array_equal(sleeping, spinning)
 
 
-def _teams(library: ctypes.CDLL) -> int:
-    """Parallel regions that ran as a team on MindSpore's pool (0 for libgomp's library)."""
+def _pool_counts(library: ctypes.CDLL) -> tuple[int, int, int]:
+    """Parallel regions launched on MindSpore's pool, those of them that ran alone after the
+    wait for their team, and those that ran alone unlaunched; zeros for libgomp's library."""
     if not hasattr(library, "PoolRegions"):
-        return 0
-    return library.PoolRegions() - library.PoolRegionsAlone()
+        return 0, 0, 0
+    return library.PoolRegions(), library.PoolRegionsAlone(), library.PoolRegionsUnlaunched()
+
+
+def _kernel_threads() -> int:
+    """MindSpore's kernel threads in this process, by their names."""
+    names = [(task / "comm").read_text() for task in Path("/proc/self/task").iterdir()]
+    return sum(name.startswith("KernelThread") for name in names)
 
 
 def test_kernel_pool_and_pause_keep_the_bits(graph_mode):
     """runtime.kernel_pool=mindspore with runtime.kernel_pause: the kernels' parallel regions
-    run as teams on MindSpore's pool, the kernel thread's yields become pause spins, and
-    three train steps leave the same losses and parameters, bit for bit, as libgomp's
-    threads, beside which the kernel threads keep yielding whatever kernel_pause says."""
+    go to ddpm's OpenMP entry points, the kernel thread's yields become pause spins, three
+    train steps leave the same losses and parameters, bit for bit, as libgomp's threads (beside
+    which the kernel threads keep yielding whatever kernel_pause says), and a region launched
+    from a thread outside the pool runs as a team of the kernel threads and that thread."""
     run = resolve(compose_config())
     trained = []
-    for pool, pauses in (("openmp", 16), ("mindspore", 16)):
-        runtime = dataclasses.replace(run.runtime, kernel_pool=pool, kernel_pause=pauses)
+    for pool in ("openmp", "mindspore"):
+        runtime = dataclasses.replace(run.runtime, kernel_pool=pool, kernel_pause=16)
         configure_runtime(runtime, mode="graph")
         step, net = make_step()
         library = ctypes.CDLL(str(kernels.library(pool == "mindspore")))
-        before = (spin.pauses_made(), _teams(library))
+        before = (spin.pauses_made(), _pool_counts(library))
         losses = [step(*batch(i), Tensor(0.9, mstype.float32))[0].asnumpy() for i in range(3)]
-        after = (spin.pauses_made(), _teams(library))
+        after = (spin.pauses_made(), _pool_counts(library))
         trained.append((losses, [p.asnumpy() for p in net.get_parameters()], before, after))
     (losses_omp, params_omp, before, after), (losses_pool, params_pool, start, end) = trained
     assert after == before, "libgomp's run used the pool, or its kernel threads paused"
     assert not hasattr(ctypes.CDLL(str(kernels.library(False))), "PoolRegions")
     assert spin.yield_patched(), "MindSpore's sched_yield did not reach the hook"
     assert end[0] > start[0], "no kernel-thread yield became a pause spin"
-    assert end[1] > start[1], "no parallel region ran as a team on MindSpore's pool"
+    reached = [counts[0] + counts[2] for counts in (start[1], end[1])]
+    assert reached[1] > reached[0], (
+        f"no parallel region reached ddpm's OpenMP entry points: {start[1]} -> {end[1]}"
+    )
     np.testing.assert_array_equal(np.array(losses_omp), np.array(losses_pool))
     for libgomp, mindspore in zip(params_omp, params_pool, strict=True):
         np.testing.assert_array_equal(libgomp, mindspore)
+    # Whether a graph's regions find their team in time depends on the machine's load; a
+    # region launched here with a long wait shows that the team forms and runs it.
+    library.PoolSetWait.restype = ctypes.c_long
+    wait = library.PoolSetWait(ctypes.c_long(10**9))
+    try:
+        assert library.PoolTeamSize() == _kernel_threads() + 1 >= 2, end[1]
+    finally:
+        library.PoolSetWait(ctypes.c_long(wait))
 
 
 def test_kernel_spin_says_why_it_cannot_apply():

@@ -69,7 +69,8 @@ class Evaluator:
     ) -> dict[str, float | list[float]]:
         """cond_accuracy: the share of samples the classifier assigns to the class they were
         drawn for; fd_class: the mean over classes of FD between a class's samples and its
-        test images (each on N/K samples, so biased upwards against the pooled FD)."""
+        test images (each on N/K samples, so biased upwards against the pooled FD; NaN where no
+        class has two samples)."""
         out: dict[str, float | list[float]] = {
             "cond_accuracy": float(np.mean(np.argmax(probs, axis=1) == labels))
         }
@@ -83,7 +84,7 @@ class Evaluator:
                 for c in np.unique(labels)
                 if np.sum(labels == c) > 1
             ]
-            out["fd_class"] = float(np.mean(per_class))
+            out["fd_class"] = float(np.mean(per_class)) if per_class else float("nan")
             out["fd_per_class"] = np.round(per_class, 2).tolist()
         return out
 

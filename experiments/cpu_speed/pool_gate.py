@@ -66,7 +66,10 @@ def main() -> None:
             f"{x.mean() / base.mean():.3f}, system share {system / (user + system):.3f}"
         )
     lib = ctypes.CDLL(str(build.library(True)))
-    print(f"pool regions {lib.PoolRegions()}, run alone {lib.PoolRegionsAlone()}")
+    print(
+        f"pool regions {lib.PoolRegions()}, run alone {lib.PoolRegionsAlone()}, "
+        f"unlaunched {lib.PoolRegionsUnlaunched()}"
+    )
 
 
 if __name__ == "__main__":

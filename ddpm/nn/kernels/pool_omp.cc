@@ -12,8 +12,8 @@
 // launched on, recorded by ddpm/runtime/kernel_spin.c.
 //
 // MindSpore runs a task on the launching thread when no worker is free, and a region's
-// barriers need every member running at once. So a member waits at most kWaitNs for the
-// others to start; if they have not, it cancels their tasks and runs the region alone, as a
+// barriers need every member running at once. So a member waits at most wait_ns (50 us
+// unless PoolSetWait says otherwise) for the others to start; if they have not, it cancels their tasks and runs the region alone, as a
 // team of one. A region launched from a kernel thread, or nested in another, runs alone.
 #include <dlfcn.h>
 #include <pthread.h>
@@ -37,7 +37,6 @@ using Launch = int (*)(void *pool, const Func &func, void *content, int task_num
 
 constexpr const char *kLaunch =
     "_ZN9mindspore10ThreadPool14ParallelLaunchERKSt8functionIFiPviffEES2_i";
-constexpr long kWaitNs = 50000;  // 50 us; the kernel thread starts within 1 us in 99% of regions
 constexpr int kShares = 8;       // dynamic loops a member may run ahead of another
 constexpr unsigned kCancelled = 1u << 31;
 
@@ -103,7 +102,11 @@ struct Member {
 
 thread_local Member me;
 thread_local Team orphan;  // the team of a loop met outside any region: this thread alone
-std::atomic<long> regions{0}, alone{0};
+// The wait for late members: the kernel thread starts within 1 us in 99% of regions.
+std::atomic<long> wait_ns{50000};
+// Regions launched on the pool, those of them that ran alone after the wait, and regions that
+// asked for threads but ran alone without a launch (no pool yet, or on a kernel thread).
+std::atomic<long> regions{0}, alone{0}, unlaunched{0};
 
 Team *team() { return me.team ? me.team : &orphan; }
 
@@ -185,7 +188,7 @@ struct Start {
   // kAlone: this member cancelled the late ones and runs the region by itself; kSkip:
   // another member did.
   Outcome wait(unsigned size) {
-    const long deadline = now_ns() + kWaitNs;
+    const long deadline = now_ns() + wait_ns.load(std::memory_order_relaxed);
     for (long spins = 0;; ++spins) {
       unsigned seen = word.load(std::memory_order_acquire);
       if (seen == size) return kTeam;
@@ -240,7 +243,12 @@ HIDDEN void GOMP_parallel(void (*fn)(void *), void *data, unsigned num_threads, 
   const Launch launch = launcher();
   void *const target = pool();  // known once MindSpore has launched on it, its threads started
   const int size = target ? kernel_threads() + 1 : 1;
-  if (me.team || num_threads == 1 || size < 2 || !launch || on_kernel_thread()) {
+  if (me.team || num_threads == 1) {
+    run_alone(fn, data);
+    return;
+  }
+  if (size < 2 || !launch || on_kernel_thread()) {
+    unlaunched.fetch_add(1, std::memory_order_relaxed);
     run_alone(fn, data);
     return;
   }
@@ -299,7 +307,20 @@ HIDDEN bool GOMP_loop_ull_nonmonotonic_dynamic_start(bool up, unsigned long long
 HIDDEN void GOMP_loop_end() { GOMP_barrier(); }
 HIDDEN void GOMP_loop_end_nowait() {}
 
-// Regions run as a team on MindSpore's pool, and those of them whose members did not all
-// start in time and that ran alone (read by the tests and experiments/cpu_speed).
+// The counters above, read by the tests and experiments/cpu_speed.
 extern "C" long PoolRegions() { return regions.load(); }
 extern "C" long PoolRegionsAlone() { return alone.load(); }
+extern "C" long PoolRegionsUnlaunched() { return unlaunched.load(); }
+
+// Sets how long a member waits for the rest of its team before the region runs alone, and
+// returns the wait it replaces.
+extern "C" long PoolSetWait(long ns) { return wait_ns.exchange(ns); }
+
+// Runs an empty parallel region from the calling thread, as a kernel's would run, and returns
+// the members that ran it: MindSpore's kernel threads plus one, or 1 where it ran alone.
+extern "C" int PoolTeamSize() {
+  std::atomic<int> members{0};
+  GOMP_parallel([](void *count) { static_cast<std::atomic<int> *>(count)->fetch_add(1); },
+                &members, 0, 0);
+  return members.load();
+}
