@@ -137,7 +137,8 @@ def _kernel_threads() -> int:
 
 def test_kernel_pool_and_pause_keep_the_bits(graph_mode):
     """runtime.kernel_pool=mindspore with runtime.kernel_pause: the kernels' parallel regions
-    go to ddpm's OpenMP entry points, the kernel thread's yields become pause spins, three
+    go to ddpm's OpenMP entry points, the kernel thread's yields become pause spins (one in 64
+    followed by the system call, which hands the core to a waiting process), three
     train steps leave the same losses and parameters, bit for bit, as libgomp's threads (beside
     which the kernel threads keep yielding whatever kernel_pause says), and a region launched
     from a thread outside the pool runs as a team of the kernel threads and that thread."""
@@ -148,15 +149,17 @@ def test_kernel_pool_and_pause_keep_the_bits(graph_mode):
         configure_runtime(runtime, mode="graph")
         step, net = make_step()
         library = ctypes.CDLL(str(kernels.library(pool == "mindspore")))
-        before = (spin.pauses_made(), _pool_counts(library))
+        before = (spin.pauses_made(), _pool_counts(library), spin.yields_kept())
         losses = [step(*batch(i), Tensor(0.9, mstype.float32))[0].asnumpy() for i in range(3)]
-        after = (spin.pauses_made(), _pool_counts(library))
+        after = (spin.pauses_made(), _pool_counts(library), spin.yields_kept())
         trained.append((losses, [p.asnumpy() for p in net.get_parameters()], before, after))
     (losses_omp, params_omp, before, after), (losses_pool, params_pool, start, end) = trained
     assert after == before, "libgomp's run used the pool, or its kernel threads paused"
     assert not hasattr(ctypes.CDLL(str(kernels.library(False))), "PoolRegions")
     assert spin.yield_patched(), "MindSpore's sched_yield did not reach the hook"
     assert end[0] > start[0], "no kernel-thread yield became a pause spin"
+    # Each kernel thread counts its own spins: the kept yields are within one a thread of 1/64.
+    assert abs((end[2] - start[2]) - (end[0] - start[0]) / 64) <= _kernel_threads()
     reached = [counts[0] + counts[2] for counts in (start[1], end[1])]
     assert reached[1] > reached[0], (
         f"no parallel region reached ddpm's OpenMP entry points: {start[1]} -> {end[1]}"

@@ -15,7 +15,11 @@
 // The yields themselves: libmindspore_core's sched_yield slot in its global offset table is
 // pointed at kernel_yield, which spins ddpm_kernel_pause pause instructions on a kernel
 // thread instead of entering the kernel (0: the system call, as before), and calls the real
-// sched_yield on every other thread.
+// sched_yield on every other thread. Every YIELD_EVERY-th pause spin of a kernel thread is
+// followed by the real call too: on an idle core it returns at once, and where another
+// process waits for the core it hands the core over, as every yield did before (a spin
+// that never yields made steps 1.4x slower beside one busy process; experiments/
+// cpu_speed.md, "Pause spins beside another process").
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <elf.h>
@@ -29,20 +33,23 @@
 
 #define METHOD "_ZN9mindspore10ThreadPool27SetKernelThreadMaxSpinCountEi"
 #define CORE "libmindspore_core.so"
+#define YIELD_EVERY 64u  // MindSpore's kernel threads spin 3,000 yields before they sleep
 
 typedef void (*set_count)(void *pool, int count);
 
-int ddpm_kernel_spin = -1;       // yields before a kernel thread sleeps; < 0: MindSpore's count
-long ddpm_kernel_spin_calls = 0;  // calls that reached this method (read by the tests)
-void *ddpm_kernel_pool = NULL;    // the pool MindSpore last launched on
-int ddpm_kernel_pause = 0;        // pause instructions in place of a kernel thread's yield
-long ddpm_kernel_pauses = 0;      // yields so replaced (read by the tests)
-int ddpm_yield_patched = 0;       // whether libmindspore_core's yields reach kernel_yield
+int ddpm_kernel_spin = -1;         // yields before a kernel thread sleeps; < 0: MindSpore's
+long ddpm_kernel_spin_calls = 0;   // calls that reached this method (read by the tests)
+void *ddpm_kernel_pool = NULL;     // the pool MindSpore last launched on
+int ddpm_kernel_pause = 0;         // pause instructions in place of a kernel thread's yield
+long ddpm_kernel_pauses = 0;       // yields so replaced (read by the tests)
+long ddpm_kernel_yields_kept = 0;  // of them, those followed by the system call (the tests)
+int ddpm_yield_patched = 0;        // whether libmindspore_core's yields reach kernel_yield
 
 static set_count mindspore_method;
 static int (*libc_yield)(void);
 static pthread_once_t looked_up = PTHREAD_ONCE_INIT;
 static __thread int kernel_thread = -1;  // this thread is one of MindSpore's kernel threads
+static __thread unsigned replaced = 0;  // this kernel thread's pause spins
 
 static void relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -63,7 +70,9 @@ static int kernel_yield(void) {
     if (kernel_thread) {
       for (int i = 0; i < pauses; ++i) relax();
       __atomic_fetch_add(&ddpm_kernel_pauses, 1, __ATOMIC_RELAXED);
-      return 0;
+      if (++replaced % YIELD_EVERY) return 0;
+      __atomic_fetch_add(&ddpm_kernel_yields_kept, 1, __ATOMIC_RELAXED);
+      return libc_yield();
     }
   }
   return libc_yield();

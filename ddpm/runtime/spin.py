@@ -91,6 +91,11 @@ def pauses_made() -> int:
     return _count("ddpm_kernel_pauses")
 
 
+def yields_kept() -> int:
+    """How many of those pause spins were followed by the system call (one in 64)."""
+    return _count("ddpm_kernel_yields_kept")
+
+
 def yield_patched() -> bool:
     """Whether MindSpore's yields reach the hook (known after MindSpore's first launch)."""
     return _hook is not None and bool(ctypes.c_int.in_dll(_hook, "ddpm_yield_patched").value)

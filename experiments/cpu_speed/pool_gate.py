@@ -10,13 +10,16 @@ settles the threads:
   openmp        libgomp's threads, kernel threads yielding (the defaults before the pool);
   pool          MindSpore's pool, kernel threads yielding;
   pool+pause    MindSpore's pool, each kernel-thread yield a spin of PAUSES (default 16)
-                pause instructions.
+                pause instructions (one in 64 followed by the system call).
+With BUSY=n (default 0), n other processes spin on the CPU throughout, as a second job on
+the machine would.
 Prints each variant's median step, its per-round ratio to openmp with quartiles, the ratio
 of the mean steps (what a time budget trains at), and its system share of the CPU time.
 """
 
 import ctypes
 import os
+import subprocess
 import sys
 
 import ddpm  # noqa: F401  (loads the runtime hook before MindSpore)
@@ -29,6 +32,11 @@ from ddpm.nn import kernels
 from ddpm.nn.kernels import build
 from ddpm.runtime import spin
 from ddpm.training.build import build_parts, build_probe
+
+
+def busy(n: int) -> list[subprocess.Popen]:
+    """n processes that keep a core busy until killed."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
 
 
 def main() -> None:
@@ -48,13 +56,18 @@ def main() -> None:
     names = list(variants)
     steps = {n: [] for n in names}
     cpu = {n: np.zeros(2) for n in names}
-    for i in range(rounds):
-        for name in names[i % 3 :] + names[: i % 3]:
-            pool, count = variants[name]
-            spin.set_kernel_pause(count)
-            seconds, used = settled_steps(trainers[pool], streams[pool], k)
-            steps[name].append(seconds)
-            cpu[name] += used
+    others = busy(int(os.environ.get("BUSY", "0")))
+    try:
+        for i in range(rounds):
+            for name in names[i % 3 :] + names[: i % 3]:
+                pool, count = variants[name]
+                spin.set_kernel_pause(count)
+                seconds, used = settled_steps(trainers[pool], streams[pool], k)
+                steps[name].append(seconds)
+                cpu[name] += used
+    finally:
+        for other in others:
+            other.kill()
     base = np.array(steps["openmp"])
     for name in names:
         x = np.array(steps[name])

@@ -13,8 +13,9 @@
 //
 // MindSpore runs a task on the launching thread when no worker is free, and a region's
 // barriers need every member running at once. So a member waits at most wait_ns (50 us
-// unless PoolSetWait says otherwise) for the others to start; if they have not, it cancels their tasks and runs the region alone, as a
-// team of one. A region launched from a kernel thread, or nested in another, runs alone.
+// unless PoolSetWait says otherwise) for the others to start; if they have not, it cancels
+// their tasks and runs the region alone, as a team of one. A region launched from a kernel
+// thread, or nested in another, runs alone.
 #include <dlfcn.h>
 #include <pthread.h>
 #include <sched.h>
