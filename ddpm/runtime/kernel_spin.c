@@ -15,8 +15,8 @@
 // The yields themselves: libmindspore_core's sched_yield slot in its global offset table is
 // pointed at kernel_yield, which spins ddpm_kernel_pause pause instructions on a kernel
 // thread instead of entering the kernel (0: the system call, as before), and calls the real
-// sched_yield on every other thread. Every YIELD_EVERY-th pause spin of a kernel thread is
-// followed by the real call too: on an idle core it returns at once, and where another
+// sched_yield on every other thread. Every YIELD_EVERY-th pause spin of the kernel threads
+// is followed by the real call too: on an idle core it returns at once, and where another
 // process waits for the core it hands the core over, as every yield did before (a spin
 // that never yields made steps 1.4x slower beside one busy process; experiments/
 // cpu_speed.md, "Pause spins beside another process").
@@ -33,7 +33,7 @@
 
 #define METHOD "_ZN9mindspore10ThreadPool27SetKernelThreadMaxSpinCountEi"
 #define CORE "libmindspore_core.so"
-#define YIELD_EVERY 64u  // of the 3,000 yields a kernel thread spins before it sleeps: 46 kept
+#define YIELD_EVERY 64  // of the 3,000 yields a kernel thread spins before it sleeps: 46 kept
 
 typedef void (*set_count)(void *pool, int count);
 
@@ -49,7 +49,6 @@ static set_count mindspore_method;
 static int (*libc_yield)(void);
 static pthread_once_t looked_up = PTHREAD_ONCE_INIT;
 static __thread int kernel_thread = -1;  // this thread is one of MindSpore's kernel threads
-static __thread unsigned replaced = 0;  // this kernel thread's pause spins
 
 static void relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -59,21 +58,23 @@ static void relax(void) {
 #endif
 }
 
+// Whether the calling thread is one of MindSpore's kernel threads, by its name (also asked by
+// the kernels' OpenMP regions, ddpm/nn/kernels/pool_omp.cc).
+int ddpm_on_kernel_thread(void) {
+  if (kernel_thread < 0) {
+    char name[16] = {0};
+    pthread_getname_np(pthread_self(), name, sizeof name);
+    kernel_thread = strncmp(name, "KernelThread", 12) == 0;
+  }
+  return kernel_thread;
+}
+
 static int kernel_yield(void) {
   const int pauses = __atomic_load_n(&ddpm_kernel_pause, __ATOMIC_RELAXED);
-  if (pauses > 0) {
-    if (kernel_thread < 0) {
-      char name[16] = {0};
-      pthread_getname_np(pthread_self(), name, sizeof name);
-      kernel_thread = strncmp(name, "KernelThread", 12) == 0;
-    }
-    if (kernel_thread) {
-      for (int i = 0; i < pauses; ++i) relax();
-      __atomic_fetch_add(&ddpm_kernel_pauses, 1, __ATOMIC_RELAXED);
-      if (++replaced % YIELD_EVERY) return 0;
-      __atomic_fetch_add(&ddpm_kernel_yields_kept, 1, __ATOMIC_RELAXED);
-      return libc_yield();
-    }
+  if (pauses > 0 && ddpm_on_kernel_thread()) {
+    for (int i = 0; i < pauses; ++i) relax();
+    if (__atomic_add_fetch(&ddpm_kernel_pauses, 1, __ATOMIC_RELAXED) % YIELD_EVERY) return 0;
+    __atomic_fetch_add(&ddpm_kernel_yields_kept, 1, __ATOMIC_RELAXED);
   }
   return libc_yield();
 }

@@ -17,9 +17,7 @@
 // their tasks and runs the region alone, as a team of one. A region launched from a kernel
 // thread, or nested in another, runs alone.
 #include <dlfcn.h>
-#include <pthread.h>
 #include <sched.h>
-#include <string.h>
 #include <time.h>
 
 #include <atomic>
@@ -124,13 +122,10 @@ void *pool() {
   return slot ? __atomic_load_n(slot, __ATOMIC_RELAXED) : nullptr;
 }
 
-bool on_kernel_thread() {
-  thread_local const bool kernel = [] {
-    char name[16] = {0};
-    pthread_getname_np(pthread_self(), name, sizeof name);
-    return strncmp(name, "KernelThread", 12) == 0;
-  }();
-  return kernel;
+bool on_kernel_thread() {  // the hook's answer; without the hook there is no pool anyway
+  using Ask = int (*)();
+  static const Ask ask = reinterpret_cast<Ask>(dlsym(RTLD_DEFAULT, "ddpm_on_kernel_thread"));
+  return ask && ask();
 }
 
 // MindSpore's kernel threads, counted once from the process's thread names.
@@ -241,13 +236,13 @@ WorkShare *enter_share(Open open) {
 }  // namespace
 
 HIDDEN void GOMP_parallel(void (*fn)(void *), void *data, unsigned num_threads, unsigned) {
-  const Launch launch = launcher();
-  void *const target = pool();  // known once MindSpore has launched on it, its threads started
-  const int size = target ? kernel_threads() + 1 : 1;
   if (me.team || num_threads == 1) {
     run_alone(fn, data);
     return;
   }
+  const Launch launch = launcher();
+  void *const target = pool();  // known once MindSpore has launched on it, its threads started
+  const int size = target ? kernel_threads() + 1 : 1;
   if (size < 2 || !launch || on_kernel_thread()) {
     unlaunched.fetch_add(1, std::memory_order_relaxed);
     run_alone(fn, data);
